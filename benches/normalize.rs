@@ -1,0 +1,2 @@
+//! Benchmarks of normalize (being written).
+fn main() {}

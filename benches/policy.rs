@@ -1,0 +1,2 @@
+//! Benchmarks of Policy::decide and compile (being written).
+fn main() {}
