@@ -1,1 +1,47 @@
-//! tls (being written)
+//! Step 2 of a connection: mutual TLS with SPIFFE identities.
+//!
+//! Takes the pod's SVID files ([`Identity::load`]) and the accepted trust domains
+//! ([`TrustDomains`]) and passes on rustls configs: [`server_config`] for the inbound listener
+//! (client certificate required) and [`client_config`] for outbound connections. After a
+//! handshake, [`peer_id`] names the peer; a failed handshake has a [`HandshakeFailure`] reason
+//! for logs and metrics.
+//!
+//! - [`identity`]: the SVID files, parsed and checked.
+//! - [`verify`]: the SPIFFE certificate verifiers and handshake failure reasons.
+//! - [`server`] / [`client`]: the rustls configs.
+//!
+//! Cryptography is rustls's `ring` provider, passed explicitly to every config: palisade never
+//! installs a process-wide default provider.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+
+pub mod client;
+pub mod identity;
+pub mod server;
+pub mod verify;
+
+pub use client::{ClientOptions, client_config, server_name};
+pub use identity::{Identity, IdentityError, IdentityPaths};
+pub use server::server_config;
+pub use verify::{
+    HandshakeFailure, SpiffeClientVerifier, SpiffeServerVerifier, TrustDomainError, TrustDomains,
+    peer_id,
+};
+
+/// A TLS config could not be built from an [`Identity`].
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refused the configuration (protocol versions, ticketer).
+    #[error("cannot build the tls configuration")]
+    Config(#[source] rustls::Error),
+    /// The client certificate verifier could not be built from the trust bundle.
+    #[error("cannot build the client certificate verifier")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+}
+
+/// The crypto provider of every palisade TLS config.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
