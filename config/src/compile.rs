@@ -1,1 +1,326 @@
-//! compile (being written)
+//! Compile: located documents → an immutable [`Policy`] over a route trie.
+//!
+//! Takes the [`Document`]s of every loaded file, validates what their values mean (methods,
+//! templates, principals, ports, agreement on `mode`/`mtls`), inserts each template's
+//! canonical form into a `matchit` trie (templates differing only in parameter names share a
+//! node; a trie conflict becomes a located diagnostic, never an internal error) and passes on a
+//! [`Loaded`]: the policy, its warnings and the `tests:` for [`check`](crate::check).
+
+pub(crate) mod rules;
+mod shadow;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::check::{self, TestCase};
+use crate::document::{self, Document, MAX_SOURCE_BYTES, ModeDoc, MtlsDoc};
+use crate::location::{Diagnostic, LoadError, Origin};
+use crate::policy::{Entry, Inner, Mode, MtlsMode, Policy, Route, Rule};
+use crate::template::Template;
+
+use rules::CompiledRule;
+
+/// Settings for loading a policy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The trust domain of this mesh (e.g. `cluster.local`). When set, principals in other
+    /// trust domains are reported as warnings, since such peers fail the TLS handshake.
+    /// Default: `None` (no check).
+    pub trust_domain: Option<String>,
+}
+
+/// A successfully loaded policy plus what `palisade check` needs.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The compiled policy.
+    pub policy: Policy,
+    /// Findings that do not reject the policy (shadowed rules, foreign trust domains, …).
+    pub warnings: Vec<Diagnostic>,
+    /// The `tests:` of every document, in source order.
+    pub tests: Vec<TestCase>,
+}
+
+/// Reads files and directories and compiles them together (see [`Policy::load`]).
+pub(crate) fn load<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let mut sources = Vec::new();
+    let mut diagnostics = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        if path.is_dir() {
+            match policy_files(path) {
+                Ok(files) if files.is_empty() => diagnostics.push(io_error(
+                    path,
+                    "directory contains no *.yaml or *.yml files".to_owned(),
+                )),
+                Ok(files) => {
+                    for file in files {
+                        read_source(&file, &mut sources, &mut diagnostics);
+                    }
+                }
+                Err(e) => diagnostics.push(io_error(path, format!("cannot read directory: {e}"))),
+            }
+        } else {
+            read_source(path, &mut sources, &mut diagnostics);
+        }
+    }
+    if !diagnostics.is_empty() {
+        return Err(LoadError { diagnostics });
+    }
+    from_sources(&sources, opts)
+}
+
+/// Compiles `(name, text)` sources together.
+pub(crate) fn from_sources(
+    sources: &[(String, String)],
+    opts: &LoadOptions,
+) -> Result<Loaded, LoadError> {
+    let mut diagnostics = Vec::new();
+    let mut documents = Vec::new();
+    for (name, text) in sources {
+        let (docs, diags) = document::parse(name, text);
+        documents.extend(docs);
+        diagnostics.extend(diags);
+    }
+    let mut warnings = Vec::new();
+    let (mode, mtls) = agree_on_modes(&documents, &mut diagnostics);
+    let rules = rules::validate(&documents, mtls, opts, &mut diagnostics, &mut warnings);
+    let opaque_ports = rules::opaque_ports(&documents, &mut diagnostics);
+    let tests = check::validate(&documents, &rules, &mut diagnostics);
+    let (inner, route_of) = build(&rules, &mut diagnostics);
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(LoadError { diagnostics });
+    }
+    shadow::warn(
+        &rules,
+        &inner,
+        &route_of,
+        !opaque_ports.is_empty(),
+        &mut warnings,
+    );
+    let inner = Inner {
+        mode,
+        mtls,
+        opaque_ports,
+        version: version(sources),
+        ..inner
+    };
+    Ok(Loaded {
+        policy: Policy {
+            inner: Arc::new(inner),
+        },
+        warnings,
+        tests,
+    })
+}
+
+/// Every document must say the same `mode` and `mtls` (absent means enforce / strict): one
+/// file must not quietly switch the whole policy to audit or to plaintext.
+fn agree_on_modes(documents: &[Document], diagnostics: &mut Vec<Diagnostic>) -> (Mode, MtlsMode) {
+    let mode_of = |d: &Document| match d.spec.mode.as_ref().map(|m| m.value) {
+        Some(ModeDoc::Audit) => Mode::Audit,
+        Some(ModeDoc::Enforce) | None => Mode::Enforce,
+    };
+    let mtls_of = |d: &Document| match d.spec.mtls.as_ref().map(|m| m.value) {
+        Some(MtlsDoc::Permissive) => MtlsMode::Permissive,
+        Some(MtlsDoc::Strict) | None => MtlsMode::Strict,
+    };
+    let Some(first) = documents.first() else {
+        return (Mode::Enforce, MtlsMode::Strict);
+    };
+    let (mode, mtls) = (mode_of(first), mtls_of(first));
+    let first_place = first.spec.origin.place();
+    for d in &documents[1..] {
+        if mode_of(d) != mode {
+            let at = d.spec.mode.as_ref().map_or(&d.spec.origin, |m| &m.origin);
+            diagnostics.push(at.error(format!(
+                "mode {} conflicts with mode {} of the document at {first_place}; documents loaded together must agree (absent means enforce)",
+                mode_name(mode_of(d)),
+                mode_name(mode)
+            )));
+        }
+        if mtls_of(d) != mtls {
+            let at = d.spec.mtls.as_ref().map_or(&d.spec.origin, |m| &m.origin);
+            diagnostics.push(at.error(format!(
+                "mtls {} conflicts with mtls {} of the document at {first_place}; documents loaded together must agree (absent means strict)",
+                mtls_name(mtls_of(d)),
+                mtls_name(mtls)
+            )));
+        }
+    }
+    (mode, mtls)
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Enforce => "enforce",
+        Mode::Audit => "audit",
+    }
+}
+
+fn mtls_name(m: MtlsMode) -> &'static str {
+    match m {
+        MtlsMode::Strict => "strict",
+        MtlsMode::Permissive => "permissive",
+    }
+}
+
+/// Where each (rule, `to` entry, path) landed in the trie: `route_of[rule][to][path]`.
+pub(crate) type RouteOf = Vec<Vec<Vec<Option<usize>>>>;
+
+/// Builds the trie, the routes and the rule table.
+fn build(rules: &[CompiledRule], diagnostics: &mut Vec<Diagnostic>) -> (Inner, RouteOf) {
+    let mut router = matchit::Router::new();
+    let mut routes: Vec<Route> = Vec::new();
+    // canonical form → (route index, first template, where it was written)
+    let mut by_canonical: HashMap<String, (usize, &Template, &Origin)> = HashMap::new();
+    let mut prefixes: Vec<(Box<str>, Box<str>)> = Vec::new();
+    let mut route_of: RouteOf = Vec::with_capacity(rules.len());
+    for (rule_index, rule) in rules.iter().enumerate() {
+        let mut rule_routes = Vec::new();
+        for to in rule.to.iter().flatten() {
+            let mut to_routes = Vec::with_capacity(to.paths.len());
+            for (template, origin) in &to.paths {
+                let canonical = template.canonical();
+                let index = match by_canonical.get(&canonical) {
+                    Some((index, _, _)) => Some(*index),
+                    None => match router.insert(canonical.clone(), routes.len()) {
+                        Ok(()) => {
+                            by_canonical.insert(canonical, (routes.len(), template, origin));
+                            prefixes
+                                .push((template.literal_prefix().into(), template.as_str().into()));
+                            routes.push(Route {
+                                entries: Vec::new(),
+                            });
+                            Some(routes.len() - 1)
+                        }
+                        Err(e) => {
+                            diagnostics.push(conflict(template, origin, &e, &by_canonical));
+                            None
+                        }
+                    },
+                };
+                if let Some(index) = index {
+                    routes[index].entries.push(Entry {
+                        rule: rule_index,
+                        template: template.as_str().into(),
+                        methods: to.methods.clone(),
+                        upgrade: to.upgrade,
+                    });
+                }
+                to_routes.push(index);
+            }
+            rule_routes.push(to_routes);
+        }
+        route_of.push(rule_routes);
+    }
+    prefixes.sort();
+    let inner = Inner {
+        router,
+        routes,
+        rules: rules
+            .iter()
+            .map(|r| Rule {
+                name: r.name.value.as_str().into(),
+                principals: r.principals.clone(),
+            })
+            .collect(),
+        identity_rules: (0..rules.len())
+            .filter(|&i| rules[i].to.is_none())
+            .collect(),
+        prefixes,
+        mode: Mode::Enforce,
+        mtls: MtlsMode::Strict,
+        opaque_ports: Vec::new(),
+        version: String::new(),
+    };
+    (inner, route_of)
+}
+
+/// A trie insertion failure, as a located user diagnostic.
+fn conflict(
+    template: &Template,
+    origin: &Origin,
+    error: &matchit::InsertError,
+    by_canonical: &HashMap<String, (usize, &Template, &Origin)>,
+) -> Diagnostic {
+    let other = match error {
+        matchit::InsertError::Conflict { with } => by_canonical.get(with),
+        _ => None,
+    };
+    match other {
+        Some((_, other, at)) => origin.error(format!(
+            "path template {:?} conflicts with {:?} ({}): a {{parameter}} and a {{*catch-all}} cannot start at the same segment",
+            template.as_str(),
+            other.as_str(),
+            at.place()
+        )),
+        None => origin.error(format!(
+            "path template {:?} cannot be routed: {}",
+            template.as_str(),
+            error.to_string().to_lowercase()
+        )),
+    }
+}
+
+/// FNV-1a (64-bit) over every source name and text, as 12 hex digits.
+fn version(sources: &[(String, String)]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (name, text) in sources {
+        for byte in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")[..12].to_owned()
+}
+
+fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let is_yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e == "yaml" || e == "yml");
+        if is_yaml && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_source(
+    path: &Path,
+    sources: &mut Vec<(String, String)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let len = std::fs::metadata(path).map(|m| m.len());
+    match len {
+        Ok(len) if len > MAX_SOURCE_BYTES as u64 => {
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            diagnostics.push(io_error(path, document::too_large_message(len)));
+            return;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            diagnostics.push(io_error(path, format!("cannot read: {e}")));
+            return;
+        }
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => sources.push((path.display().to_string(), text)),
+        Err(e) => diagnostics.push(io_error(path, format!("cannot read: {e}"))),
+    }
+}
+
+fn io_error(path: &Path, message: String) -> Diagnostic {
+    Origin {
+        file: Arc::from(path.display().to_string()),
+        line: 1,
+        column: 1,
+        field: String::new(),
+    }
+    .error(message)
+}

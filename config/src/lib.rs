@@ -27,3 +27,11 @@ pub mod normalize;
 pub mod policy;
 pub mod spiffe;
 pub mod template;
+
+pub use check::{Expect, TestCase, TestFailure, run_tests};
+pub use compile::{LoadOptions, Loaded};
+pub use location::{Diagnostic, LoadError, Severity};
+pub use normalize::{NormalizeError, NormalizedPath, RequestTarget, normalize};
+pub use policy::{Decision, Denial, Mode, MtlsMode, Peer, Permit, Policy};
+pub use spiffe::{PrincipalPattern, SpiffeId, SpiffeIdError};
+pub use template::{Template, TemplateError};

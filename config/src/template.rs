@@ -1,1 +1,507 @@
-//! template (being written)
+//! Path templates: the `paths:` a rule allows (`/api/v1/items/{id}`, final `{*rest}`).
+//!
+//! Takes the template text a user wrote and produces a [`Template`]: literal segments,
+//! `{name}` (exactly one non-empty segment) and a final `{*name}` (one or more remaining
+//! segments). No regular expressions. A template that could never match a path produced by
+//! [`normalize`](crate::normalize()) (`//`, dot segments, `%2F`, lower-case percent hex, …) is
+//! rejected here, because such a rule would silently allow nothing. The compiler then inserts
+//! [`Template::canonical`] into the route trie, so that templates differing only in parameter
+//! names share one node.
+
+use std::fmt;
+
+/// A parsed path template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    source: String,
+    segments: Vec<Segment>,
+}
+
+/// One `/`-separated piece of a [`Template`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// Matches exactly this text (already in normalized form).
+    Literal(String),
+    /// `{name}`: exactly one non-empty segment.
+    Param(String),
+    /// `{*name}`: one or more remaining segments; always last.
+    CatchAll(String),
+}
+
+/// Why a path template was rejected. `Display` is the message users see.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The template is the empty string.
+    #[error("path template is empty")]
+    Empty,
+    /// The template does not start with `/`.
+    #[error("path template {0:?} must start with '/'")]
+    NoLeadingSlash(String),
+    /// A `{` without its `}` in the same segment.
+    #[error("unclosed '{{' in {0:?}")]
+    Unclosed(String),
+    /// A `}` without a `{`.
+    #[error("unmatched '}}' in {0:?}")]
+    Unmatched(String),
+    /// A parameter that is not a whole segment (`/items/x{id}`).
+    #[error("a parameter must be a whole segment (\"/{{name}}/\") in {0:?}")]
+    PartialSegment(String),
+    /// A parameter whose name is not an identifier.
+    #[error("parameter name {name:?} is not an identifier (letters, digits, '_') in {template:?}")]
+    BadName {
+        /// The name as written.
+        name: String,
+        /// The whole template.
+        template: String,
+    },
+    /// Two parameters with the same name.
+    #[error("duplicate parameter name {name:?} in {template:?}")]
+    DuplicateName {
+        /// The repeated name.
+        name: String,
+        /// The whole template.
+        template: String,
+    },
+    /// `{*name}` that is not the last segment.
+    #[error("catch-all {{*{name}}} must be the last segment in {template:?}")]
+    CatchAllNotLast {
+        /// The catch-all's name.
+        name: String,
+        /// The whole template.
+        template: String,
+    },
+    /// A bare `*` segment, which would only match a literal `*`.
+    #[error(
+        "'*' matches only a literal '*' in {0:?}; use {{*rest}} to match the remaining segments"
+    )]
+    Star(String),
+    /// `%` not followed by two hex digits.
+    #[error("malformed percent-encoding in {0:?}")]
+    BadPercent(String),
+    /// The template can never match a normalized path.
+    #[error("{template:?} never matches: {why}")]
+    NeverMatches {
+        /// The whole template.
+        template: String,
+        /// Which normalization rule excludes it.
+        why: NeverMatches,
+    },
+    /// A character that must be percent-encoded in a path.
+    #[error("character {ch:?} must be percent-encoded in {template:?} (write {encoded})")]
+    MustEncode {
+        /// The character.
+        ch: char,
+        /// Its percent-encoded UTF-8 form.
+        encoded: String,
+        /// The whole template.
+        template: String,
+    },
+}
+
+/// The normalization rule that makes a template unmatchable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NeverMatches {
+    /// `//`: normalized paths have no empty segments.
+    #[error("normalized paths never contain \"//\"")]
+    EmptySegment,
+    /// `.` or `..` segments are removed by normalization.
+    #[error("normalized paths never contain \".\" or \"..\" segments")]
+    DotSegment,
+    /// `%2F`: encoded slashes are rejected.
+    #[error("requests with an encoded '/' (%2F) are rejected")]
+    EncodedSlash,
+    /// `\` or `%5C`: backslashes are rejected.
+    #[error("requests with a backslash ('\\' or %5C) are rejected")]
+    Backslash,
+    /// NUL or another control character.
+    #[error("requests with control characters are rejected")]
+    Control,
+    /// `#`: fragments are rejected.
+    #[error("requests with '#' are rejected")]
+    Fragment,
+    /// `?`: the query is never part of the matched path.
+    #[error("the query ('?…') is not part of the matched path")]
+    Query,
+    /// Lower-case percent hex (`%3a`): normalization upper-cases it.
+    #[error("normalized paths use upper-case percent-encoding (write {0})")]
+    LowerHex(String),
+    /// An encoded unreserved character (`%41`): normalization decodes it.
+    #[error("normalization decodes {encoded} to {decoded:?} (write {decoded:?})")]
+    EncodedUnreserved {
+        /// `%41`.
+        encoded: String,
+        /// `A`.
+        decoded: char,
+    },
+}
+
+// === impl Template ===
+
+impl Template {
+    /// Parses a template. See the module documentation for the syntax.
+    pub fn parse(s: &str) -> Result<Template, TemplateError> {
+        if s.is_empty() {
+            return Err(TemplateError::Empty);
+        }
+        let Some(rest) = s.strip_prefix('/') else {
+            return Err(TemplateError::NoLeadingSlash(s.to_owned()));
+        };
+        check_chars(s)?;
+        let raw: Vec<&str> = rest.split('/').collect();
+        let mut segments = Vec::with_capacity(raw.len());
+        let last = raw.len() - 1;
+        for (i, seg) in raw.iter().enumerate() {
+            segments.push(parse_segment(s, seg, i == last)?);
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for (i, seg) in segments.iter().enumerate() {
+            let name = match seg {
+                Segment::Param(n) => n,
+                Segment::CatchAll(n) if i == last => n,
+                Segment::CatchAll(n) => {
+                    return Err(TemplateError::CatchAllNotLast {
+                        name: n.clone(),
+                        template: s.to_owned(),
+                    });
+                }
+                Segment::Literal(_) => continue,
+            };
+            if names.contains(&name.as_str()) {
+                return Err(TemplateError::DuplicateName {
+                    name: name.clone(),
+                    template: s.to_owned(),
+                });
+            }
+            names.push(name);
+        }
+        Ok(Template {
+            source: s.to_owned(),
+            segments,
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The segments after the leading `/`.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// The route-trie form with parameter names replaced by their position (`{s2}`,
+    /// `{*s3}`), so that `/items/{id}` and `/items/{item}` are the same route.
+    pub fn canonical(&self) -> String {
+        let mut out = String::with_capacity(self.source.len());
+        for (i, seg) in self.segments.iter().enumerate() {
+            out.push('/');
+            match seg {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Param(_) => {
+                    out.push_str("{s");
+                    out.push_str(&i.to_string());
+                    out.push('}');
+                }
+                Segment::CatchAll(_) => {
+                    out.push_str("{*s");
+                    out.push_str(&i.to_string());
+                    out.push('}');
+                }
+            }
+        }
+        out
+    }
+
+    /// The literal text before the first parameter (`/api/v1/items/` for
+    /// `/api/v1/items/{id}`); used to name the nearest route of a denied request.
+    pub fn literal_prefix(&self) -> &str {
+        match self.source.find('{') {
+            Some(i) => &self.source[..i],
+            None => &self.source,
+        }
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+/// Whole-template character checks: things normalization never lets through.
+fn check_chars(s: &str) -> Result<(), TemplateError> {
+    let never = |why| TemplateError::NeverMatches {
+        template: s.to_owned(),
+        why,
+    };
+    let bytes = s.as_bytes();
+    for (i, ch) in s.char_indices() {
+        match ch {
+            '\\' => return Err(never(NeverMatches::Backslash)),
+            '#' => return Err(never(NeverMatches::Fragment)),
+            '?' => return Err(never(NeverMatches::Query)),
+            c if c.is_control() => return Err(never(NeverMatches::Control)),
+            '%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok());
+                let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+                    return Err(TemplateError::BadPercent(s.to_owned()));
+                };
+                let hex = hex.unwrap_or_default();
+                match value {
+                    b'/' => return Err(never(NeverMatches::EncodedSlash)),
+                    b'\\' => return Err(never(NeverMatches::Backslash)),
+                    v if v < 0x20 || v == 0x7f => return Err(never(NeverMatches::Control)),
+                    v if is_unreserved(v) => {
+                        return Err(never(NeverMatches::EncodedUnreserved {
+                            encoded: format!("%{hex}"),
+                            decoded: char::from(v),
+                        }));
+                    }
+                    _ if hex.bytes().any(|b| b.is_ascii_lowercase()) => {
+                        return Err(never(NeverMatches::LowerHex(format!(
+                            "%{}",
+                            hex.to_ascii_uppercase()
+                        ))));
+                    }
+                    _ => {}
+                }
+            }
+            c if is_pchar(c) || c == '/' || c == '{' || c == '}' => {}
+            c => {
+                let mut buf = [0u8; 4];
+                let encoded = c
+                    .encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect();
+                return Err(TemplateError::MustEncode {
+                    ch: c,
+                    encoded,
+                    template: s.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_segment(template: &str, seg: &str, is_last: bool) -> Result<Segment, TemplateError> {
+    let never = |why| TemplateError::NeverMatches {
+        template: template.to_owned(),
+        why,
+    };
+    if seg.is_empty() {
+        // A trailing slash (`/api/`) is a real, normalized path; an empty segment elsewhere
+        // is `//`.
+        return if is_last {
+            Ok(Segment::Literal(String::new()))
+        } else {
+            Err(never(NeverMatches::EmptySegment))
+        };
+    }
+    if seg == "." || seg == ".." {
+        return Err(never(NeverMatches::DotSegment));
+    }
+    if seg == "*" {
+        return Err(TemplateError::Star(template.to_owned()));
+    }
+    let Some(open) = seg.find('{') else {
+        if seg.contains('}') {
+            return Err(TemplateError::Unmatched(template.to_owned()));
+        }
+        return Ok(Segment::Literal(seg.to_owned()));
+    };
+    let Some(close) = seg.find('}') else {
+        return Err(TemplateError::Unclosed(template.to_owned()));
+    };
+    if close < open {
+        return Err(TemplateError::Unmatched(template.to_owned()));
+    }
+    if open != 0 || close != seg.len() - 1 {
+        return Err(TemplateError::PartialSegment(template.to_owned()));
+    }
+    let inner = &seg[1..close];
+    let (catch_all, name) = match inner.strip_prefix('*') {
+        Some(name) => (true, name),
+        None => (false, inner),
+    };
+    if !is_identifier(name) {
+        return Err(TemplateError::BadName {
+            name: name.to_owned(),
+            template: template.to_owned(),
+        });
+    }
+    Ok(if catch_all {
+        Segment::CatchAll(name.to_owned())
+    } else {
+        Segment::Param(name.to_owned())
+    })
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986 `pchar` without `%` (handled separately).
+fn is_pchar(c: char) -> bool {
+    c.is_ascii()
+        && (is_unreserved(c as u8)
+            || matches!(
+                c,
+                '!' | '$' | '&' | '\'' | '(' | ')' | '*' | '+' | ',' | ';' | '=' | ':' | '@'
+            ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_valid_templates() {
+        let cases: &[(&str, &str)] = &[
+            ("/", "/"),
+            ("/api/v1/items", "/api/v1/items"),
+            ("/api/v1/items/{id}", "/api/v1/items/{s3}"),
+            ("/api/{version}/items/{id}", "/api/{s1}/items/{s3}"),
+            ("/files/{*rest}", "/files/{*s1}"),
+            ("/api/", "/api/"),
+            ("/a;b/%20x/caf%C3%A9", "/a;b/%20x/caf%C3%A9"),
+            ("/users/{_u1}/x", "/users/{s1}/x"),
+        ];
+        for (input, canonical) in cases {
+            let t = Template::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(t.canonical(), *canonical, "{input}");
+            assert_eq!(t.as_str(), *input);
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_templates() {
+        let cases: &[(&str, &str)] = &[
+            ("", "path template is empty"),
+            ("api", "path template \"api\" must start with '/'"),
+            ("/api/v1/items/{id", "unclosed '{' in \"/api/v1/items/{id\""),
+            ("/api/id}", "unmatched '}' in \"/api/id}\""),
+            (
+                "/api/x{id}",
+                "a parameter must be a whole segment (\"/{name}/\") in \"/api/x{id}\"",
+            ),
+            (
+                "/api/{id}x",
+                "a parameter must be a whole segment (\"/{name}/\") in \"/api/{id}x\"",
+            ),
+            (
+                "/api/{}",
+                "parameter name \"\" is not an identifier (letters, digits, '_') in \"/api/{}\"",
+            ),
+            (
+                "/api/{1x}",
+                "parameter name \"1x\" is not an identifier (letters, digits, '_') in \"/api/{1x}\"",
+            ),
+            (
+                "/a/{id}/b/{id}",
+                "duplicate parameter name \"id\" in \"/a/{id}/b/{id}\"",
+            ),
+            (
+                "/a/{*rest}/b",
+                "catch-all {*rest} must be the last segment in \"/a/{*rest}/b\"",
+            ),
+            (
+                "/a/*",
+                "'*' matches only a literal '*' in \"/a/*\"; use {*rest} to match the remaining segments",
+            ),
+            (
+                "/a//b",
+                "\"/a//b\" never matches: normalized paths never contain \"//\"",
+            ),
+            (
+                "/a/./b",
+                "\"/a/./b\" never matches: normalized paths never contain \".\" or \"..\" segments",
+            ),
+            (
+                "/a/../b",
+                "\"/a/../b\" never matches: normalized paths never contain \".\" or \"..\" segments",
+            ),
+            (
+                "/a/.",
+                "\"/a/.\" never matches: normalized paths never contain \".\" or \"..\" segments",
+            ),
+            (
+                "/a%2Fb",
+                "\"/a%2Fb\" never matches: requests with an encoded '/' (%2F) are rejected",
+            ),
+            (
+                "/a%5cb",
+                "\"/a%5cb\" never matches: requests with a backslash ('\\' or %5C) are rejected",
+            ),
+            (
+                "/a\\b",
+                "\"/a\\\\b\" never matches: requests with a backslash ('\\' or %5C) are rejected",
+            ),
+            (
+                "/a\0",
+                "\"/a\\0\" never matches: requests with control characters are rejected",
+            ),
+            (
+                "/a#b",
+                "\"/a#b\" never matches: requests with '#' are rejected",
+            ),
+            (
+                "/a?b=1",
+                "\"/a?b=1\" never matches: the query ('?…') is not part of the matched path",
+            ),
+            (
+                "/a%3a",
+                "\"/a%3a\" never matches: normalized paths use upper-case percent-encoding (write %3A)",
+            ),
+            (
+                "/%41pi",
+                "\"/%41pi\" never matches: normalization decodes %41 to 'A' (write 'A')",
+            ),
+            ("/a%zz", "malformed percent-encoding in \"/a%zz\""),
+            ("/a%4", "malformed percent-encoding in \"/a%4\""),
+            (
+                "/a b",
+                "character ' ' must be percent-encoded in \"/a b\" (write %20)",
+            ),
+            (
+                "/café",
+                "character 'é' must be percent-encoded in \"/café\" (write %C3%A9)",
+            ),
+            (
+                "/a|b",
+                "character '|' must be percent-encoded in \"/a|b\" (write %7C)",
+            ),
+        ];
+        for (input, message) in cases {
+            match Template::parse(input) {
+                Ok(t) => panic!("{input:?} parsed as {t:?}"),
+                Err(e) => assert_eq!(e.to_string(), *message, "{input:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn literal_prefix_stops_at_first_parameter() {
+        let t = Template::parse("/api/v1/items/{id}/tags").unwrap();
+        assert_eq!(t.literal_prefix(), "/api/v1/items/");
+        let t = Template::parse("/api/v1/items").unwrap();
+        assert_eq!(t.literal_prefix(), "/api/v1/items");
+    }
+
+    #[test]
+    fn templates_differing_in_param_names_share_canonical_form() {
+        let a = Template::parse("/items/{id}/x/{*rest}").unwrap();
+        let b = Template::parse("/items/{item}/x/{*tail}").unwrap();
+        assert_eq!(a.canonical(), b.canonical());
+    }
+}

@@ -1,0 +1,247 @@
+//! Validating what rules and ports mean: the semantic half of reading a policy.
+//!
+//! Takes the decoded [`RuleDoc`]s and produces [`CompiledRule`]s (methods as tokens, templates
+//! parsed, principals parsed) or located errors: duplicate rule names, rules without
+//! principals, `to: []`, empty `methods`/`paths`, `unauthenticated` under `mtls: strict`, and
+//! warnings for principals outside the configured trust domain.
+
+use std::collections::HashMap;
+
+use crate::compile::LoadOptions;
+use crate::document::{Document, RuleDoc, ToDoc};
+use crate::location::{Diagnostic, Located, Origin};
+use crate::policy::{Methods, MtlsMode, Principals};
+use crate::spiffe::PrincipalPattern;
+use crate::template::Template;
+
+/// The principal that names plaintext peers under `mtls: permissive`.
+pub(crate) const UNAUTHENTICATED: &str = "unauthenticated";
+
+/// A rule whose values have been validated.
+pub(crate) struct CompiledRule {
+    pub(crate) name: Located<String>,
+    pub(crate) principals: Principals,
+    /// `None`: identity-only rule (opaque ports).
+    pub(crate) to: Option<Vec<CompiledTo>>,
+}
+
+pub(crate) struct CompiledTo {
+    pub(crate) methods: Methods,
+    pub(crate) paths: Vec<(Template, Origin)>,
+    pub(crate) upgrade: bool,
+}
+
+/// Validates every rule of every document, in order.
+pub(crate) fn validate(
+    documents: &[Document],
+    mtls: MtlsMode,
+    opts: &LoadOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Vec<CompiledRule> {
+    let mut seen: HashMap<&str, &Origin> = HashMap::new();
+    let mut rules = Vec::new();
+    for rule in documents.iter().flat_map(|d| &d.spec.rules) {
+        let name = &rule.name;
+        if let Some(first) = seen.get(name.value.as_str()) {
+            diagnostics.push(name.origin.error(format!(
+                "duplicate rule name {:?} (first defined at {})",
+                name.value,
+                first.place()
+            )));
+        } else {
+            seen.insert(&name.value, &name.origin);
+        }
+        let principals = principals(rule, mtls, opts, diagnostics, warnings);
+        let to = rule.to.as_ref().map(|to| {
+            if to.value.is_empty() {
+                diagnostics.push(to.origin.error(
+                    "`to` is empty: list what the rule allows, or leave `to` out for an identity-only rule (opaque ports)",
+                ));
+            }
+            to.value.iter().map(|t| to_entry(t, diagnostics)).collect()
+        });
+        rules.push(CompiledRule {
+            name: name.clone(),
+            principals,
+            to,
+        });
+    }
+    rules
+}
+
+fn principals(
+    rule: &RuleDoc,
+    mtls: MtlsMode,
+    opts: &LoadOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Principals {
+    let mut out = Principals::default();
+    if rule.principals.value.is_empty() {
+        diagnostics.push(
+            rule.principals
+                .origin
+                .error("`principals` is empty: a rule must name at least one principal"),
+        );
+    }
+    for p in &rule.principals.value {
+        if p.value == UNAUTHENTICATED {
+            if mtls == MtlsMode::Strict {
+                diagnostics.push(p.origin.error(
+                    "`unauthenticated` needs `spec.mtls: permissive`; under strict mtls every peer has a certificate",
+                ));
+            }
+            out.unauthenticated = true;
+            continue;
+        }
+        match PrincipalPattern::parse(&p.value) {
+            Ok(pattern) => {
+                if let Some(td) = &opts.trust_domain
+                    && pattern.trust_domain() != td
+                {
+                    warnings.push(p.origin.warning(format!(
+                        "principal {:?} is outside the trust domain {td:?}; such peers cannot connect",
+                        p.value
+                    )));
+                }
+                out.patterns.push(pattern);
+            }
+            Err(e) => diagnostics.push(p.origin.error(format!(
+                "invalid principal {:?}: {e} (expected a SPIFFE ID, spiffe://<td>/ns/<ns>/*, spiffe://<td>/* or `unauthenticated`)",
+                p.value
+            ))),
+        }
+    }
+    out
+}
+
+fn to_entry(to: &ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo {
+    if to.methods.value.is_empty() {
+        diagnostics.push(
+            to.methods
+                .origin
+                .error("`methods` is empty: list HTTP methods or \"*\""),
+        );
+    }
+    let mut methods = Vec::with_capacity(to.methods.value.len());
+    let mut any = false;
+    for m in &to.methods.value {
+        if m.value == "*" {
+            any = true;
+        } else if !is_token(&m.value) {
+            diagnostics.push(m.origin.error(format!(
+                "invalid method {:?}: a method is an HTTP token (RFC 9110) or \"*\"",
+                m.value
+            )));
+        } else {
+            if m.value.bytes().any(|b| b.is_ascii_lowercase()) {
+                diagnostics.push(m.origin.error(format!(
+                    "method {:?} is not upper-case; methods are case-sensitive (did you mean {:?}?)",
+                    m.value,
+                    m.value.to_ascii_uppercase()
+                )));
+            }
+            methods.push(m.value.as_str().into());
+        }
+    }
+    if to.paths.value.is_empty() {
+        diagnostics.push(
+            to.paths
+                .origin
+                .error("`paths` is empty: list at least one path template"),
+        );
+    }
+    let mut paths = Vec::with_capacity(to.paths.value.len());
+    for p in &to.paths.value {
+        match Template::parse(&p.value) {
+            Ok(t) => paths.push((t, p.origin.clone())),
+            Err(e) => diagnostics.push(p.origin.error(e.to_string())),
+        }
+    }
+    let upgrade = match &to.upgrade {
+        Some(u) if u.value == "websocket" => true,
+        Some(u) => {
+            diagnostics.push(u.origin.error(format!(
+                "unknown upgrade {:?} (expected websocket)",
+                u.value
+            )));
+            false
+        }
+        None => false,
+    };
+    CompiledTo {
+        methods: if any {
+            Methods::Any
+        } else {
+            Methods::List(methods.into_boxed_slice())
+        },
+        paths,
+        upgrade,
+    }
+}
+
+/// Checks `spec.opaquePorts` of every document: 1..=65535, no duplicates.
+pub(crate) fn opaque_ports(documents: &[Document], diagnostics: &mut Vec<Diagnostic>) -> Vec<u16> {
+    let mut seen: HashMap<u16, &Origin> = HashMap::new();
+    for port in documents.iter().flat_map(|d| &d.spec.opaque_ports) {
+        let Some(p) = u16::try_from(port.value).ok().filter(|p| *p != 0) else {
+            diagnostics.push(
+                port.origin
+                    .error(format!("port {} is out of range (1-65535)", port.value)),
+            );
+            continue;
+        };
+        if let Some(first) = seen.get(&p) {
+            diagnostics.push(port.origin.error(format!(
+                "duplicate opaque port {p} (first listed at {})",
+                first.place()
+            )));
+        } else {
+            seen.insert(p, &port.origin);
+        }
+    }
+    let mut ports: Vec<u16> = seen.into_keys().collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// RFC 9110 `token`: one or more `tchar`.
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_follow_rfc_9110() {
+        for ok in ["GET", "PURGE", "M-SEARCH", "x!#$%&'*+-.^_`|~9"] {
+            assert!(is_token(ok), "{ok}");
+        }
+        for bad in ["", "G ET", "GET/", "(GET)", "GÉT", "a:b", "\"GET\""] {
+            assert!(!is_token(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Warnings about rules that can never decide anything.
+//!
+//! Takes the validated rules and the built trie and reports, as warnings, rules shadowed by an
+//! earlier rule (its principals, methods and routes all covered by that rule, so the earlier
+//! one always answers first) and identity-only rules in a policy without opaque ports. Only
+//! rules sharing a route with the shadowed rule are compared, so this stays cheap at 10 000
+//! rules.
+
+use super::RouteOf;
+use super::rules::CompiledRule;
+use crate::location::Diagnostic;
+use crate::policy::Inner;
+
+pub(super) fn warn(
+    rules: &[CompiledRule],
+    inner: &Inner,
+    route_of: &RouteOf,
+    has_opaque_ports: bool,
+    warnings: &mut Vec<Diagnostic>,
+) {
+    let identity: Vec<usize> = inner.identity_rules.clone();
+    for (b, rule) in rules.iter().enumerate() {
+        let shadowing = match &rule.to {
+            None => identity
+                .iter()
+                .take_while(|&&a| a < b)
+                .find(|&&a| rules[a].principals.covers(&rule.principals))
+                .copied(),
+            Some(to) => {
+                let first = route_of[b].iter().flatten().flatten().next();
+                let candidates = first.map_or(&[][..], |&r| &inner.routes[r].entries[..]);
+                candidates
+                    .iter()
+                    .map(|e| e.rule)
+                    .filter(|&a| a < b)
+                    .find(|&a| {
+                        rules[a].principals.covers(&rule.principals)
+                            && to.iter().zip(&route_of[b]).all(|(entry, routes)| {
+                                routes.iter().all(|route| {
+                                    route.is_some_and(|r| {
+                                        inner.routes[r].entries.iter().any(|e| {
+                                            e.rule == a && e.methods.covers(&entry.methods)
+                                        })
+                                    })
+                                })
+                            })
+                    })
+            }
+        };
+        if let Some(a) = shadowing {
+            let earlier = &rules[a].name;
+            warnings.push(rule.name.origin.warning(format!(
+                "rule {:?} is shadowed by earlier rule {:?} ({}): every peer, method and route it allows is already allowed there",
+                rule.name.value,
+                earlier.value,
+                earlier.origin.place()
+            )));
+        }
+        if rule.to.is_none() && !has_opaque_ports {
+            warnings.push(rule.name.origin.warning(format!(
+                "rule {:?} has no `to`, so it only applies to opaque ports, but the policy lists no `opaquePorts`",
+                rule.name.value
+            )));
+        }
+    }
+}

@@ -1,0 +1,294 @@
+use super::*;
+use crate::compile::LoadOptions;
+use crate::normalize::normalize;
+
+const POLICY: &str = r#"
+apiVersion: policy.palisade.dev/v1alpha1
+kind: ApiPolicy
+metadata: { name: orders-api, namespace: shop }
+spec:
+  mode: audit
+  mtls: permissive
+  rules:
+    - name: catalog-read
+      from:
+        principals: ["spiffe://cluster.local/ns/web/sa/frontend", "spiffe://cluster.local/ns/ops/*"]
+      to:
+        - methods: [GET, HEAD]
+          paths: ["/api/v1/items", "/api/v1/items/{id}"]
+    - name: catalog-write
+      from: { principals: ["spiffe://cluster.local/ns/ops/sa/admin"] }
+      to:
+        - methods: [PUT, DELETE]
+          paths: ["/api/v1/items/{item}"]
+    - name: place-order
+      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
+      to:
+        - methods: [POST]
+          paths: ["/api/v1/orders"]
+    - name: files
+      from: { principals: ["spiffe://cluster.local/*"] }
+      to:
+        - methods: ["*"]
+          paths: ["/files/{*rest}"]
+    - name: events
+      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
+      to:
+        - methods: [GET]
+          paths: ["/events"]
+          upgrade: websocket
+    - name: health
+      from: { principals: [unauthenticated] }
+      to:
+        - methods: [GET]
+          paths: ["/healthz"]
+    - name: db
+      from: { principals: ["spiffe://cluster.local/ns/shop/*"] }
+  opaquePorts: [5432, 6379]
+"#;
+
+fn policy() -> Policy {
+    match Policy::from_yaml("orders.yaml", POLICY, &LoadOptions::default()) {
+        Ok(loaded) => loaded.policy,
+        Err(e) => panic!("{e:#?}"),
+    }
+}
+
+fn peer(id: &str) -> Peer {
+    Peer::Spiffe(SpiffeId::parse(id).unwrap())
+}
+
+const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
+const ADMIN: &str = "spiffe://cluster.local/ns/ops/sa/admin";
+
+fn decide(p: &Policy, method: &str, target: &str, who: &Peer) -> String {
+    let target = normalize(target).unwrap();
+    p.decide(method, target.path(), who).to_string()
+}
+
+#[test]
+fn decides_a_table_of_requests() {
+    let p = policy();
+    let frontend = peer(FRONTEND);
+    let admin = peer(ADMIN);
+    let other = peer("spiffe://cluster.local/ns/other/sa/x");
+    let cases: &[(&str, &str, &Peer, &str)] = &[
+        (
+            "GET",
+            "/api/v1/items",
+            &frontend,
+            "allowed by rule catalog-read (route /api/v1/items)",
+        ),
+        (
+            "GET",
+            "/api/v1/items/42",
+            &frontend,
+            "allowed by rule catalog-read (route /api/v1/items/{id})",
+        ),
+        (
+            "HEAD",
+            "/api/v1/items/42",
+            &admin,
+            "allowed by rule catalog-read (route /api/v1/items/{id})",
+        ),
+        // `{id}` and `{item}` share one node: both rules are consulted on it.
+        (
+            "DELETE",
+            "/api/v1/items/42",
+            &admin,
+            "allowed by rule catalog-write (route /api/v1/items/{item})",
+        ),
+        // a rule on the route allows DELETE, just not for this peer: name that rule
+        (
+            "DELETE",
+            "/api/v1/items/42",
+            &frontend,
+            "denied: rule catalog-write allows this method on /api/v1/items/{item} but not this peer",
+        ),
+        (
+            "PATCH",
+            "/api/v1/items/42",
+            &frontend,
+            "denied: route /api/v1/items/{id} exists but rule catalog-read does not allow this method",
+        ),
+        (
+            "PUT",
+            "/api/v1/items/42",
+            &other,
+            "denied: rule catalog-write allows this method on /api/v1/items/{item} but not this peer",
+        ),
+        (
+            "POST",
+            "/api/v1/orders",
+            &frontend,
+            "allowed by rule place-order (route /api/v1/orders)",
+        ),
+        (
+            "POST",
+            "/api/v1/orders",
+            &admin,
+            "denied: rule place-order allows this method on /api/v1/orders but not this peer",
+        ),
+        (
+            "GET",
+            "/api/v1/orderz",
+            &frontend,
+            "denied: no route matches (nearest: /api/v1/orders)",
+        ),
+        (
+            "GET",
+            "/api/v1/items/42/tags",
+            &frontend,
+            "denied: no route matches (nearest: /api/v1/items/{id})",
+        ),
+        (
+            "GET",
+            "/",
+            &frontend,
+            "denied: no route matches (nearest: /api/v1/items)",
+        ),
+        (
+            "PATCH",
+            "/files/a/b/c.txt",
+            &other,
+            "allowed by rule files (route /files/{*rest})",
+        ),
+        (
+            "GET",
+            "/files/",
+            &other,
+            "denied: no route matches (nearest: /files/{*rest})",
+        ),
+        (
+            "GET",
+            "/events",
+            &frontend,
+            "allowed by rule events (route /events), websocket upgrade allowed",
+        ),
+        (
+            "GET",
+            "/healthz",
+            &Peer::Unauthenticated,
+            "allowed by rule health (route /healthz)",
+        ),
+        (
+            "GET",
+            "/api/v1/items",
+            &Peer::Unauthenticated,
+            "denied: rule catalog-read allows this method on /api/v1/items but not this peer",
+        ),
+        // methods are case-sensitive
+        (
+            "get",
+            "/api/v1/items",
+            &frontend,
+            "denied: route /api/v1/items exists but rule catalog-read does not allow this method",
+        ),
+    ];
+    for (method, target, who, expected) in cases {
+        assert_eq!(
+            decide(&p, method, target, who),
+            *expected,
+            "{method} {target} as {who}"
+        );
+    }
+}
+
+#[test]
+fn decision_accessors_name_rule_and_route() {
+    let p = policy();
+    let path = normalize("/api/v1/items/7").unwrap();
+    let d = p.decide("GET", path.path(), &peer(FRONTEND));
+    assert!(d.is_allowed());
+    assert_eq!(d.rule(), Some("catalog-read"));
+    assert_eq!(d.route(), Some("/api/v1/items/{id}"));
+    assert_eq!(
+        d,
+        Decision::Allow(Permit {
+            rule: "catalog-read",
+            template: "/api/v1/items/{id}",
+            upgrade: false
+        })
+    );
+    let d = p.decide("PATCH", path.path(), &peer(FRONTEND));
+    assert!(!d.is_allowed());
+    assert_eq!(d.rule(), Some("catalog-read"));
+    assert_eq!(d.route(), Some("/api/v1/items/{id}"));
+    let missing = normalize("/nope").unwrap();
+    let d = p.decide("GET", missing.path(), &peer(FRONTEND));
+    assert_eq!(d.rule(), None);
+    assert_eq!(d.route(), None);
+}
+
+#[test]
+fn opaque_ports_admit_identity_only_rules() {
+    let p = policy();
+    assert_eq!(p.opaque_ports(), &[5432, 6379]);
+    let d = p.authorize_peer(&peer("spiffe://cluster.local/ns/shop/sa/api"));
+    assert_eq!(d.to_string(), "allowed by rule db (identity-only rule)");
+    assert_eq!(d.route(), None);
+    let d = p.authorize_peer(&peer(FRONTEND));
+    assert_eq!(d, Decision::Deny(Denial::PeerNotAdmitted));
+    assert!(!p.authorize_peer(&Peer::Unauthenticated).is_allowed());
+}
+
+#[test]
+fn exposes_mode_mtls_version_and_rule_count() {
+    let p = policy();
+    assert_eq!(p.mode(), Mode::Audit);
+    assert_eq!(p.mtls(), MtlsMode::Permissive);
+    assert_eq!(p.rule_count(), 7);
+    assert_eq!(p.version().len(), 12);
+    assert!(p.version().bytes().all(|b| b.is_ascii_hexdigit()));
+    let changed = POLICY.replace("/healthz", "/livez");
+    let q = Policy::from_yaml("orders.yaml", &changed, &LoadOptions::default())
+        .unwrap()
+        .policy;
+    assert_ne!(p.version(), q.version());
+    let same = Policy::from_yaml("orders.yaml", POLICY, &LoadOptions::default()).unwrap();
+    assert_eq!(p.version(), same.policy.version());
+}
+
+#[test]
+fn empty_policy_denies_everything() {
+    let text = "apiVersion: policy.palisade.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: none}\nspec: {}\n";
+    let p = Policy::from_yaml("none.yaml", text, &LoadOptions::default())
+        .unwrap()
+        .policy;
+    assert_eq!(p.mode(), Mode::Enforce);
+    assert_eq!(p.mtls(), MtlsMode::Strict);
+    assert_eq!(
+        decide(&p, "GET", "/", &peer(FRONTEND)),
+        "denied: no route matches (the policy has no routes)"
+    );
+}
+
+#[test]
+fn ten_thousand_rules_load_and_decide() {
+    let mut text = String::from(
+        "apiVersion: policy.palisade.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {name: big}\nspec:\n  rules:\n",
+    );
+    for i in 0..10_000 {
+        text.push_str(&format!(
+            "    - name: r{i}\n      from: {{principals: [\"spiffe://cluster.local/ns/n{i}/*\"]}}\n      to:\n        - methods: [GET, POST]\n          paths: [\"/svc{i}/items/{{id}}/parts/{{part}}\"]\n"
+        ));
+    }
+    let loaded = Policy::from_yaml("big.yaml", &text, &LoadOptions::default()).unwrap();
+    assert_eq!(loaded.policy.rule_count(), 10_000);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings.first());
+    let who = peer("spiffe://cluster.local/ns/n9999/sa/x");
+    assert_eq!(
+        decide(&loaded.policy, "POST", "/svc9999/items/1/parts/2", &who),
+        "allowed by rule r9999 (route /svc9999/items/{id}/parts/{part})"
+    );
+    assert!(
+        !loaded
+            .policy
+            .decide(
+                "GET",
+                normalize("/svc1/items/1/parts/2").unwrap().path(),
+                &who
+            )
+            .is_allowed()
+    );
+}
