@@ -768,3 +768,28 @@ fn server_name_is_the_address() {
     let name = server_name(IpAddr::V4(Ipv4Addr::LOCALHOST));
     assert_eq!(name.to_str(), "127.0.0.1");
 }
+
+#[tokio::test]
+async fn refuses_plaintext_http_as_not_tls() {
+    let ca = Ca::new(TD).unwrap();
+    let (server, _identity, _d) = inbound(&ca);
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_task = tokio::spawn(async move {
+        let (tcp, _) = timeout(LIMIT, listener.accept()).await.unwrap().unwrap();
+        let accepted = timeout(LIMIT, TlsAcceptor::from(server).accept(tcp))
+            .await
+            .unwrap();
+        accepted
+            .map(|_| ())
+            .map_err(|e| HandshakeFailure::of_io(&e))
+    });
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: orders\r\n\r\n")
+        .await
+        .unwrap();
+    let result = timeout(LIMIT, server_task).await.unwrap().unwrap();
+    assert_eq!(result, Err(HandshakeFailure::NotTls));
+}

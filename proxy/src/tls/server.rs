@@ -39,8 +39,7 @@ pub fn server_config(
     trust: &TrustDomains,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier =
-        SpiffeClientVerifier::new(identity.roots().clone(), trust.clone(), provider.clone())?;
+    let verifier = SpiffeClientVerifier::new(identity.roots().clone(), trust.clone(), &provider)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Config)?

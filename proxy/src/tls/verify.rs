@@ -20,8 +20,8 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
-    CertificateError, CommonState, DigitallySignedStruct, DistinguishedName, OtherError,
-    RootCertStore, SignatureScheme,
+    CertificateError, CommonState, DigitallySignedStruct, DistinguishedName, InvalidMessage,
+    OtherError, RootCertStore, SignatureScheme,
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::certificate::X509Certificate;
@@ -107,6 +107,9 @@ pub enum HandshakeFailure {
     /// The peer aborted the handshake with an alert (it refused us).
     #[error("peer aborted the handshake")]
     PeerAlert,
+    /// The peer does not speak TLS (e.g. plaintext HTTP to a strict mTLS port).
+    #[error("peer does not speak tls")]
+    NotTls,
     /// Any other TLS failure (no common version, cipher suite or ALPN protocol, bad message).
     #[error("tls protocol failure")]
     Protocol,
@@ -232,6 +235,7 @@ impl HandshakeFailure {
             HandshakeFailure::MissingServerAuthEku => "missing_server_auth_eku",
             HandshakeFailure::UnexpectedPeerId => "unexpected_peer_id",
             HandshakeFailure::PeerAlert => "peer_alert",
+            HandshakeFailure::NotTls => "not_tls",
             HandshakeFailure::Protocol => "protocol",
             HandshakeFailure::Io => "io",
         }
@@ -258,6 +262,9 @@ impl HandshakeFailure {
                 _ => HandshakeFailure::BadCertificate,
             },
             rustls::Error::AlertReceived(_) => HandshakeFailure::PeerAlert,
+            rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+                HandshakeFailure::NotTls
+            }
             _ => HandshakeFailure::Protocol,
         }
     }
@@ -284,9 +291,9 @@ impl SpiffeClientVerifier {
     pub fn new(
         roots: Arc<RootCertStore>,
         trust: TrustDomains,
-        provider: Arc<CryptoProvider>,
+        provider: &Arc<CryptoProvider>,
     ) -> Result<SpiffeClientVerifier, TlsError> {
-        let webpki = WebPkiClientVerifier::builder_with_provider(roots, provider)
+        let webpki = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
             .clear_root_hint_subjects()
             .build()
             .map_err(TlsError::Verifier)?;
@@ -487,5 +494,101 @@ impl Role {
             Role::Client => HandshakeFailure::MissingClientAuthEku,
             Role::Server => HandshakeFailure::MissingServerAuthEku,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [HandshakeFailure; 16] = [
+        HandshakeFailure::NoCertificate,
+        HandshakeFailure::Untrusted,
+        HandshakeFailure::Expired,
+        HandshakeFailure::NotYetValid,
+        HandshakeFailure::BadCertificate,
+        HandshakeFailure::NoSpiffeId,
+        HandshakeFailure::MultipleUriSans,
+        HandshakeFailure::InvalidSpiffeId,
+        HandshakeFailure::ForeignTrustDomain,
+        HandshakeFailure::MissingClientAuthEku,
+        HandshakeFailure::MissingServerAuthEku,
+        HandshakeFailure::UnexpectedPeerId,
+        HandshakeFailure::PeerAlert,
+        HandshakeFailure::NotTls,
+        HandshakeFailure::Protocol,
+        HandshakeFailure::Io,
+    ];
+
+    #[test]
+    fn own_rejections_survive_the_rustls_error() {
+        for failure in ALL {
+            let error = failure.into_rustls();
+            assert_eq!(HandshakeFailure::of(&error), failure);
+            let io = io::Error::new(io::ErrorKind::InvalidData, error);
+            assert_eq!(HandshakeFailure::of_io(&io), failure);
+        }
+    }
+
+    #[test]
+    fn labels_are_distinct_snake_case() {
+        let mut labels: Vec<&str> = ALL.iter().map(HandshakeFailure::as_label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), ALL.len());
+        for label in labels {
+            assert!(
+                label.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{label}"
+            );
+        }
+    }
+
+    #[test]
+    fn classifies_rustls_errors() {
+        let table = [
+            (
+                rustls::Error::NoCertificatesPresented,
+                HandshakeFailure::NoCertificate,
+            ),
+            (
+                CertificateError::UnknownIssuer.into(),
+                HandshakeFailure::Untrusted,
+            ),
+            (
+                CertificateError::BadSignature.into(),
+                HandshakeFailure::Untrusted,
+            ),
+            (CertificateError::Expired.into(), HandshakeFailure::Expired),
+            (
+                CertificateError::NotValidYet.into(),
+                HandshakeFailure::NotYetValid,
+            ),
+            (
+                CertificateError::BadEncoding.into(),
+                HandshakeFailure::BadCertificate,
+            ),
+            (
+                CertificateError::Other(OtherError(Arc::new(io::Error::other("x")))).into(),
+                HandshakeFailure::BadCertificate,
+            ),
+            (
+                rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+                HandshakeFailure::PeerAlert,
+            ),
+            (
+                rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType),
+                HandshakeFailure::NotTls,
+            ),
+            (
+                rustls::Error::NoApplicationProtocol,
+                HandshakeFailure::Protocol,
+            ),
+        ];
+        for (error, expected) in table {
+            assert_eq!(HandshakeFailure::of(&error), expected, "{error:?}");
+        }
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(HandshakeFailure::of_io(&eof), HandshakeFailure::Io);
     }
 }
