@@ -1,1 +1,75 @@
-//! listen (being written)
+//! Step 1, accept: binds the inbound listener and turns each accepted TCP connection into an
+//! [`Accepted`] value carrying the socket, the client's address and the original destination.
+//!
+//! Passes on to [`detect`](crate::detect) (permissive mode) or straight to the TLS handshake.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::AppConfig;
+
+/// A bound inbound listener.
+#[derive(Debug)]
+pub struct Listener {
+    inner: TcpListener,
+}
+
+/// One accepted connection, before anything has been read from it.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The client's socket.
+    pub stream: TcpStream,
+    /// Where the connection comes from.
+    pub remote: Remote,
+    /// Where the client meant to connect: the app address requests are forwarded to.
+    pub orig_dst: OrigDst,
+}
+
+/// The client's address, as seen by the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remote(pub SocketAddr);
+
+/// The destination the client connected to, i.e. the app's address and port. Today this is
+/// the configured app address; with iptables redirection it becomes `SO_ORIGINAL_DST`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrigDst(pub SocketAddr);
+
+/// Binding the listener failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}")]
+pub struct ListenError {
+    addr: SocketAddr,
+    #[source]
+    source: io::Error,
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Binds `addr` (use port 0 for an ephemeral port, as tests do).
+    pub async fn bind(addr: SocketAddr) -> Result<Self, ListenError> {
+        let inner = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ListenError { addr, source })?;
+        Ok(Self { inner })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Waits for the next connection and sets `TCP_NODELAY` on it (requests and responses
+    /// are written whole, so Nagle's algorithm only adds latency).
+    pub async fn accept(&self, app: &AppConfig) -> io::Result<Accepted> {
+        let (stream, remote) = self.inner.accept().await?;
+        stream.set_nodelay(true)?;
+        Ok(Accepted {
+            stream,
+            remote: Remote(remote),
+            orig_dst: OrigDst(app.addr()),
+        })
+    }
+}

@@ -1,0 +1,225 @@
+//! HTTP step 2, authorize: normalizes the request target once and asks the policy whether
+//! this peer may call this method on this path.
+//!
+//! Takes a request and the connection's [`Peer`]; passes on an [`Authorized`] request, which
+//! carries the [`RequestTarget`] that was checked (the only path [`forward`](super::forward)
+//! can send to the app), or answers 403 / 400 through [`respond`](super::respond).
+//!
+//! In [`Mode::Audit`] a request the policy would deny is logged, counted and forwarded
+//! anyway; a target that cannot be normalized is still refused (there is no checked path to
+//! forward).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use palisade_config::{Decision, Mode, NormalizeError, Peer, Policy, RequestTarget, normalize};
+
+use super::request_id::RequestId;
+use super::respond::reject;
+use super::stats::Stats;
+use super::{ResponseBody, ResponseFuture};
+
+/// A request the policy allowed (or, in audit mode, would have denied), with the target
+/// that was checked.
+#[derive(Debug)]
+pub struct Authorized {
+    /// The normalized path and the original query: what the app receives.
+    pub(crate) target: RequestTarget,
+    /// The matched rule allows a protocol upgrade (WebSocket) on this route.
+    pub(crate) upgrade: bool,
+    /// The request as received; its URI is never forwarded.
+    pub(crate) request: Request<Incoming>,
+    /// Who sent it.
+    pub(crate) peer: Peer,
+    /// Its ID.
+    pub(crate) id: RequestId,
+}
+
+/// The policy denied the request. Only this module builds it.
+#[derive(Debug, thiserror::Error)]
+#[error("denied by policy")]
+pub struct Unauthorized(());
+
+/// The request target could not be normalized. Only this module builds it.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed request target")]
+pub struct Malformed(#[source] NormalizeError);
+
+/// Layer for [`Authorize`].
+#[derive(Clone)]
+pub(crate) struct AuthorizeLayer {
+    policy: Arc<ArcSwap<Policy>>,
+    peer: Peer,
+    stats: Arc<Stats>,
+}
+
+/// Normalizes and decides, then calls the inner service with an [`Authorized`] request.
+#[derive(Clone)]
+pub(crate) struct Authorize<S> {
+    inner: S,
+    layer: AuthorizeLayer,
+}
+
+/// What the decision allows the request to do next.
+enum Verdict {
+    Forward { upgrade: bool },
+    Deny,
+}
+
+// === impl AuthorizeLayer ===
+
+impl AuthorizeLayer {
+    pub(crate) fn new(policy: Arc<ArcSwap<Policy>>, peer: Peer, stats: Arc<Stats>) -> Self {
+        Self {
+            policy,
+            peer,
+            stats,
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Authorize<S> {
+        Authorize {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+// === impl Authorize ===
+
+impl<S> tower::Service<Request<Incoming>> for Authorize<S>
+where
+    S: tower::Service<Authorized, Response = Response<ResponseBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> ResponseFuture {
+        let id = request.extensions().get::<RequestId>().cloned();
+        let id = id.unwrap_or_else(RequestId::unknown);
+        let version = request.version();
+        let stats = &self.layer.stats;
+        let peer = &self.layer.peer;
+
+        let target = match normalize(&request_target(&request)) {
+            Ok(target) => target,
+            Err(error) if error.is_denied_form() => {
+                tracing::info!(request.id = %id, peer.id = %PeerDisplay(peer), method = %request.method(),
+                    error = %error, "request denied");
+                Stats::incr(&stats.requests_denied);
+                let response = reject(&Unauthorized(()), &id, version);
+                return Box::pin(async move { Ok(response) });
+            }
+            Err(error) => {
+                let error = Malformed(error);
+                tracing::info!(request.id = %id, peer.id = %PeerDisplay(peer), method = %request.method(),
+                    error = %error.0, "request rejected");
+                Stats::incr(&stats.requests_malformed);
+                let response = reject(&error, &id, version);
+                return Box::pin(async move { Ok(response) });
+            }
+        };
+
+        let verdict = {
+            let policy = self.layer.policy.load();
+            let decision = policy.decide(request.method().as_str(), target.path(), peer);
+            judge(
+                &decision,
+                policy.mode(),
+                &id,
+                peer,
+                request.method(),
+                &target,
+                stats,
+            )
+        };
+        match verdict {
+            Verdict::Forward { upgrade } => {
+                let authorized = Authorized {
+                    target,
+                    upgrade,
+                    request,
+                    peer: peer.clone(),
+                    id,
+                };
+                Box::pin(self.inner.call(authorized))
+            }
+            Verdict::Deny => {
+                let response = reject(&Unauthorized(()), &id, version);
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
+/// Turns a decision into what happens next, logging and counting it.
+fn judge(
+    decision: &Decision<'_>,
+    mode: Mode,
+    id: &RequestId,
+    peer: &Peer,
+    method: &http::Method,
+    target: &RequestTarget,
+    stats: &Stats,
+) -> Verdict {
+    let path = target.path().as_str();
+    match (decision, mode) {
+        (Decision::Allow(permit), _) => {
+            tracing::debug!(request.id = %id, peer.id = %PeerDisplay(peer), %method, path,
+                rule.name = permit.rule, "request allowed");
+            Stats::incr(&stats.requests_allowed);
+            Verdict::Forward {
+                upgrade: permit.upgrade,
+            }
+        }
+        (Decision::Deny(_), Mode::Audit) => {
+            tracing::info!(request.id = %id, peer.id = %PeerDisplay(peer), %method, path,
+                reason = %decision, "request would be denied (audit mode): forwarded");
+            Stats::incr(&stats.requests_audit_denied);
+            Verdict::Forward { upgrade: false }
+        }
+        (Decision::Deny(_), Mode::Enforce) => {
+            tracing::info!(request.id = %id, peer.id = %PeerDisplay(peer), %method, path,
+                reason = %decision, "request denied");
+            Stats::incr(&stats.requests_denied);
+            Verdict::Deny
+        }
+    }
+}
+
+/// The request target as the client wrote it: origin-form (`/a?b`), absolute-form
+/// (`http://h/a?b`, and what h2 pseudo-headers amount to), asterisk-form (`*`) or
+/// authority-form (`h:443`). `normalize` decides what each is worth.
+fn request_target(request: &Request<Incoming>) -> String {
+    let uri = request.uri();
+    match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(origin)) => origin.as_str().to_owned(),
+        _ => uri.to_string(),
+    }
+}
+
+/// Formats a peer for logs: its SPIFFE ID or `unauthenticated`.
+pub(crate) struct PeerDisplay<'a>(pub(crate) &'a Peer);
+
+impl std::fmt::Display for PeerDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Peer::Spiffe(id) => f.write_str(id.as_str()),
+            Peer::Unauthenticated => f.write_str("unauthenticated"),
+        }
+    }
+}

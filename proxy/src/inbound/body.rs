@@ -1,0 +1,78 @@
+//! Request bodies on their way to the app: a client must keep its body moving (slow POST).
+//!
+//! Takes the body hyper received; passes on a [`ProgressBody`] that fails with
+//! [`BodyError::Stalled`] when the client delivers nothing for the progress interval while
+//! the app is waiting for more. Time the app spends not reading does not count.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// A request body that must make progress.
+#[derive(Debug)]
+pub struct ProgressBody {
+    inner: Incoming,
+    interval: Duration,
+    deadline: Pin<Box<Sleep>>,
+    waiting: bool,
+}
+
+/// Reading the request body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The client sent nothing for the whole interval.
+    #[error("request body made no progress for {0:?}")]
+    Stalled(Duration),
+    /// The client's connection failed.
+    #[error("cannot read the request body")]
+    Client(#[source] hyper::Error),
+}
+
+// === impl ProgressBody ===
+
+impl ProgressBody {
+    pub(crate) fn new(inner: Incoming, interval: Duration) -> Self {
+        Self {
+            inner,
+            interval,
+            deadline: Box::pin(tokio::time::sleep(interval)),
+            waiting: false,
+        }
+    }
+}
+
+impl Body for ProgressBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if !this.waiting {
+            // The app asks for more: the client's clock starts now.
+            this.deadline.as_mut().reset(Instant::now() + this.interval);
+            this.waiting = true;
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|result| result.map_err(BodyError::Client)));
+        }
+        ready!(this.deadline.as_mut().poll(cx));
+        Poll::Ready(Some(Err(BodyError::Stalled(this.interval))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

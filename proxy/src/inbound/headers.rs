@@ -1,0 +1,197 @@
+//! HTTP step 3, headers: removes what must not reach the app and adds what palisade vouches
+//! for.
+//!
+//! Takes an [`Authorized`] request; passes it on with its headers rewritten:
+//!
+//! - **Hop-by-hop** (RFC 9110 §7.6.1): `Connection` and every field it names, `Keep-Alive`,
+//!   `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE` (except
+//!   `te: trailers`, which gRPC needs), `Trailer`, `Transfer-Encoding`, `Upgrade` and
+//!   `HTTP2-Settings`. `Upgrade` (with `Connection: upgrade`) survives only when the rule
+//!   that allowed the request permits upgrades; there is never an h2c upgrade.
+//! - **Identity and override headers** a client could use to lie to the app:
+//!   `x-forwarded-client-cert` (palisade sets its own), `x-original-url`, `x-rewrite-url`,
+//!   `x-http-method-override`, `x-http-method`, `x-method-override`, `x-forwarded-for`,
+//!   `x-forwarded-host`, `x-forwarded-proto`, `x-forwarded-port`, `x-forwarded-prefix`,
+//!   `x-forwarded-path`, `x-forwarded-uri`, `forwarded`, `x-real-ip`, `x-client-ip`,
+//!   `x-envoy-original-path`, `x-envoy-peer-metadata`, `x-envoy-peer-metadata-id`,
+//!   `x-envoy-internal`, `x-envoy-external-address`, `x-envoy-original-dst-host`,
+//!   `x-ssl-client-cert`, `x-client-cert`, `ssl-client-cert`, `x-client-verify`,
+//!   `x-spiffe-id` and `x-request-id`. Apps behind palisade learn the caller from
+//!   `x-forwarded-client-cert` only.
+//! - **Added**: `x-forwarded-client-cert: By=<own id>;URI=<peer id>` for a peer with a
+//!   verified SPIFFE ID (nothing for an unauthenticated one), `x-request-id`, and `host`
+//!   from the h2 `:authority` when the request had no `host` field.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::{Response, Version};
+use palisade_config::{Peer, SpiffeId};
+
+use super::authorize::Authorized;
+use super::{ResponseBody, ResponseFuture};
+
+/// The request-ID header palisade sets.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The client-certificate header palisade sets for the app.
+pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
+    HeaderName::from_static("x-forwarded-client-cert");
+
+/// Hop-by-hop fields, removed in both directions. `Upgrade` is handled separately.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRAILER,
+    TRANSFER_ENCODING,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Fields a client could use to impersonate someone or redirect the app's routing.
+const SPOOFABLE: [&str; 29] = [
+    "x-forwarded-client-cert",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-path",
+    "x-forwarded-uri",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "x-envoy-original-path",
+    "x-envoy-peer-metadata",
+    "x-envoy-peer-metadata-id",
+    "x-envoy-internal",
+    "x-envoy-external-address",
+    "x-envoy-original-dst-host",
+    "x-ssl-client-cert",
+    "x-client-cert",
+    "ssl-client-cert",
+    "x-client-verify",
+    "x-spiffe-id",
+    "x-request-id",
+    "x-original-method",
+];
+
+/// Layer for [`Headers`].
+#[derive(Clone, Debug)]
+pub(crate) struct HeadersLayer {
+    own_id: Arc<SpiffeId>,
+}
+
+/// Rewrites request headers, then calls the inner service.
+#[derive(Clone, Debug)]
+pub(crate) struct Headers<S> {
+    inner: S,
+    own_id: Arc<SpiffeId>,
+}
+
+// === impl HeadersLayer ===
+
+impl HeadersLayer {
+    pub(crate) fn new(own_id: Arc<SpiffeId>) -> Self {
+        Self { own_id }
+    }
+}
+
+impl<S> tower::Layer<S> for HeadersLayer {
+    type Service = Headers<S>;
+
+    fn layer(&self, inner: S) -> Headers<S> {
+        Headers {
+            inner,
+            own_id: self.own_id.clone(),
+        }
+    }
+}
+
+// === impl Headers ===
+
+impl<S> tower::Service<Authorized> for Headers<S>
+where
+    S: tower::Service<Authorized, Response = Response<ResponseBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut authorized: Authorized) -> ResponseFuture {
+        let upgrade = authorized.upgrade && authorized.request.version() == Version::HTTP_11;
+        let authority = authorized.request.uri().authority().cloned();
+        let headers = authorized.request.headers_mut();
+        let upgrade_to = if upgrade {
+            headers.get(UPGRADE).cloned()
+        } else {
+            None
+        };
+        strip_hop_by_hop(headers);
+        for name in SPOOFABLE {
+            headers.remove(name);
+        }
+        if let Some(protocol) = upgrade_to {
+            headers.insert(UPGRADE, protocol);
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        if !headers.contains_key(HOST)
+            && let Some(authority) = authority
+            && let Ok(value) = HeaderValue::from_str(authority.as_str())
+        {
+            headers.insert(HOST, value);
+        }
+        if let Peer::Spiffe(peer) = &authorized.peer
+            && let Ok(value) = HeaderValue::from_str(&format!(
+                "By={};URI={}",
+                self.own_id.as_str(),
+                peer.as_str()
+            ))
+        {
+            headers.insert(X_FORWARDED_CLIENT_CERT, value);
+        }
+        headers.insert(X_REQUEST_ID, authorized.id.header_value());
+        Box::pin(self.inner.call(authorized))
+    }
+}
+
+/// Removes hop-by-hop fields (and those `Connection` names) from a request or a response.
+/// Keeps `te: trailers`, the one `TE` value that may cross a proxy (gRPC requires it).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        // `Connection: host` must not cost the app its Host field.
+        .filter(|name| name != HOST)
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(UPGRADE);
+    let trailers_only = {
+        let mut te = headers.get_all(TE).iter();
+        matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    };
+    if !trailers_only {
+        headers.remove(TE);
+    }
+}

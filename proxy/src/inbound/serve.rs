@@ -1,0 +1,272 @@
+//! The connection steps, one plain async function each, and the accept loop that runs them:
+//!
+//! [`Accepted`] → detect (permissive mode) → TLS handshake → [`Handshaken`] `{ peer }` →
+//! HTTP/1.1 or h2 (by ALPN) through the [stack](super::stack), or, on an opaque port,
+//! identity-only authorization and a byte copy to the app.
+//!
+//! On shutdown the loop stops accepting, asks every connection to finish (HTTP/1: close
+//! after the current response; h2: GOAWAY), waits up to the drain timeout, then drops what
+//! is left.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use palisade_config::{MtlsMode, Peer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::authorize::PeerDisplay;
+use super::forward::ErrorChain;
+use super::stats::Stats;
+use super::{Shared, stack};
+use crate::detect::{DetectError, Protocol, detect};
+use crate::listen::{Accepted, Listener, OrigDst};
+
+/// A connection whose peer is known: after a TLS handshake, or plaintext in permissive mode.
+struct Handshaken<I> {
+    io: I,
+    peer: Peer,
+    http: HttpVersion,
+    dst: OrigDst,
+}
+
+/// What the client will speak, as far as the handshake tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HttpVersion {
+    /// ALPN `h2`.
+    H2,
+    /// ALPN `http/1.1`, or TLS without ALPN.
+    Http1,
+    /// Plaintext: HTTP/1.1, or h2 with prior knowledge (told apart by the preface).
+    Either,
+}
+
+/// Why a connection ended early. Only logged.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("cannot detect the protocol")]
+    Detect(#[source] DetectError),
+    #[error("tls handshake failed")]
+    Handshake(#[source] io::Error),
+    #[error("tls handshake did not complete within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("client certificate carries no spiffe id")]
+    NoPeerIdentity,
+    #[error("peer not admitted to opaque port {0}")]
+    NotAdmitted(u16),
+    #[error("cannot connect to the app")]
+    AppConnect(#[source] io::Error),
+    #[error("http connection failed")]
+    Http(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Accepts connections until `shutdown` flips to true, then drains.
+pub(crate) async fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    let watcher = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept(&shared.config.app) => match accepted {
+                Ok(accepted) => {
+                    Stats::incr(&shared.stats.connections_accepted);
+                    connections.spawn(serve_connection(accepted, shared.clone(), watcher.clone()));
+                }
+                Err(error) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = stopped(&mut shutdown) => break,
+        }
+    }
+    drop(listener);
+    let open = connections.len();
+    tracing::info!(connections = open, "draining");
+    let drain = shared.config.timeouts.drain;
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "drain timed out: closing connections"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// Completes once shutdown has been asked for (or the sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await (it is not Send).
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Runs one connection to its end and logs why it ended.
+async fn serve_connection(
+    accepted: Accepted,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let remote = accepted.remote.0;
+    Stats::incr(&shared.stats.connections_open);
+    if let Err(error) = connection(accepted, &shared, shutdown).await {
+        tracing::debug!(client.addr = %remote, error = %ErrorChain(&error), "connection ended");
+    }
+    Stats::decr(&shared.stats.connections_open);
+}
+
+async fn connection(
+    accepted: Accepted,
+    shared: &Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError> {
+    let stats = &shared.stats;
+    let mtls = shared.config.policy.load().mtls();
+    let protocol = match mtls {
+        MtlsMode::Strict => Protocol::Tls,
+        MtlsMode::Permissive => {
+            let detected = detect(&accepted.stream, shared.config.timeouts.detect).await;
+            match detected {
+                Ok(Protocol::Tls) => Stats::incr(&stats.detected_tls),
+                Ok(Protocol::Plaintext) => Stats::incr(&stats.detected_plaintext),
+                Err(_) => Stats::incr(&stats.detect_failures),
+            }
+            detected.map_err(ConnectionError::Detect)?
+        }
+    };
+    match protocol {
+        Protocol::Tls => {
+            let handshaken = handshake(accepted, shared).await.inspect_err(|_| {
+                Stats::incr(&stats.handshake_failures);
+            })?;
+            serve_handshaken(handshaken, shared, shutdown).await
+        }
+        Protocol::Plaintext => {
+            let handshaken = Handshaken {
+                io: accepted.stream,
+                peer: Peer::Unauthenticated,
+                http: HttpVersion::Either,
+                dst: accepted.orig_dst,
+            };
+            serve_handshaken(handshaken, shared, shutdown).await
+        }
+    }
+}
+
+/// The TLS handshake with the current server configuration; the peer is the SPIFFE ID the
+/// client-certificate verifier accepted.
+async fn handshake(
+    accepted: Accepted,
+    shared: &Shared,
+) -> Result<Handshaken<tokio_rustls::server::TlsStream<TcpStream>>, ConnectionError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.config.tls.load_full());
+    let limit = shared.config.timeouts.handshake;
+    let tls = tokio::time::timeout(limit, acceptor.accept(accepted.stream))
+        .await
+        .map_err(|_| ConnectionError::HandshakeTimeout(limit))?
+        .map_err(ConnectionError::Handshake)?;
+    let (_, session) = tls.get_ref();
+    let peer = crate::tls::peer_id(session).ok_or(ConnectionError::NoPeerIdentity)?;
+    let http = match session.alpn_protocol() {
+        Some(b"h2") => HttpVersion::H2,
+        _ => HttpVersion::Http1,
+    };
+    Ok(Handshaken {
+        io: tls,
+        peer: Peer::Spiffe(peer),
+        http,
+        dst: accepted.orig_dst,
+    })
+}
+
+/// Serves a connection whose peer is known: opaque ports get a byte copy, others HTTP.
+async fn serve_handshaken<I>(
+    handshaken: Handshaken<I>,
+    shared: &Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let port = handshaken.dst.0.port();
+    let opaque = shared.config.policy.load().opaque_ports().contains(&port);
+    if opaque {
+        serve_opaque(handshaken, shared).await
+    } else {
+        serve_http(handshaken, shared, shutdown).await
+    }
+}
+
+/// An opaque (non-HTTP) port: identity-only authorization, then bytes both ways.
+async fn serve_opaque<I>(handshaken: Handshaken<I>, shared: &Shared) -> Result<(), ConnectionError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Handshaken {
+        mut io, peer, dst, ..
+    } = handshaken;
+    let port = dst.0.port();
+    let admitted = {
+        let policy = shared.config.policy.load();
+        let decision = policy.authorize_peer(&peer);
+        tracing::info!(peer.id = %PeerDisplay(&peer), port, decision = %decision, "opaque connection");
+        decision.is_allowed()
+    };
+    if !admitted {
+        Stats::incr(&shared.stats.opaque_denied);
+        return Err(ConnectionError::NotAdmitted(port));
+    }
+    Stats::incr(&shared.stats.opaque_admitted);
+    let limit = shared.config.timeouts.upstream_connect;
+    let mut app = tokio::time::timeout(limit, TcpStream::connect(dst.0))
+        .await
+        .map_err(|_| ConnectionError::AppConnect(io::ErrorKind::TimedOut.into()))?
+        .map_err(ConnectionError::AppConnect)?;
+    app.set_nodelay(true).map_err(ConnectionError::AppConnect)?;
+    // Errors here are the peers hanging up; nothing to answer.
+    let _ = tokio::io::copy_bidirectional(&mut io, &mut app).await;
+    Ok(())
+}
+
+/// HTTP/1.1 or h2 with the configured limits, until the client leaves or shutdown asks the
+/// connection to finish.
+async fn serve_http<I>(
+    handshaken: Handshaken<I>,
+    shared: &Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), ConnectionError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Handshaken {
+        io,
+        peer,
+        http,
+        dst,
+    } = handshaken;
+    let stack = stack::build(shared, peer, dst);
+    let service = hyper::service::service_fn(move |request| stack::call(stack.clone(), request));
+    let builder = match http {
+        HttpVersion::H2 => shared.http.clone().http2_only(),
+        HttpVersion::Http1 => shared.http.clone().http1_only(),
+        HttpVersion::Either => shared.http.clone(),
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result.map_err(ConnectionError::Http),
+        () = stopped(&mut shutdown) => connection.as_mut().graceful_shutdown(),
+    }
+    connection.await.map_err(ConnectionError::Http)
+}

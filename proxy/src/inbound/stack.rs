@@ -1,0 +1,56 @@
+//! The HTTP pipeline of one connection, assembled outermost-first in one place:
+//!
+//! request ID → [framing](super::framing) → [authorize](super::authorize) →
+//! [headers](super::headers) → [forward](super::forward)
+//!
+//! Takes the connection's peer and destination; passes on a service hyper calls once per
+//! request. Every layer answers with [`Infallible`] errors: failures are already responses,
+//! written by [`respond`](super::respond).
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use palisade_config::Peer;
+use tower::ServiceBuilder;
+
+use super::authorize::{Authorize, AuthorizeLayer};
+use super::forward::Forward;
+use super::framing::{Framing, FramingLayer};
+use super::headers::{Headers, HeadersLayer};
+use super::request_id::{RequestIdLayer, SetRequestId};
+use super::{ResponseBody, Shared};
+use crate::listen::OrigDst;
+
+/// The per-connection service.
+pub(crate) type Stack = SetRequestId<Framing<Authorize<Headers<Forward>>>>;
+
+/// Builds the stack for one connection from `peer` to `dst`.
+pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst) -> Stack {
+    let config = &shared.config;
+    let h2c = config.app.speaks_h2c(dst.0.port());
+    ServiceBuilder::new()
+        .layer(RequestIdLayer::new(shared.ids.clone()))
+        .layer(FramingLayer::new(shared.stats.clone()))
+        .layer(AuthorizeLayer::new(
+            config.policy.clone(),
+            peer,
+            shared.stats.clone(),
+        ))
+        .layer(HeadersLayer::new(shared.own_id.clone()))
+        .service(Forward::new(
+            &shared.clients,
+            dst,
+            h2c,
+            &config.timeouts,
+            shared.stats.clone(),
+        ))
+}
+
+/// Calls `stack` for one request, as hyper wants it.
+pub(crate) async fn call(
+    stack: Stack,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    tower::ServiceExt::oneshot(stack, request).await
+}
