@@ -224,6 +224,7 @@ async fn accepts_peer_chained_through_an_intermediate() {
     // The pod's own identity may chain through the intermediate too.
     let (client_identity, _d2) = identity(&intermediate, CLIENT_ID);
     assert_eq!(client_identity.id(), &id(CLIENT_ID));
+    assert_eq!(client_identity.chain().len(), 2);
     let client = client_with(
         &intermediate,
         CLIENT_ID,
@@ -316,6 +317,36 @@ async fn new_server_config_does_not_resume_old_sessions() {
     let reloaded = server_config(&server_identity, &trust()).unwrap();
     let outcome = connect(reloaded, client).await;
     assert!(!outcome.client.unwrap().resumed);
+}
+
+#[tokio::test]
+async fn bundle_with_old_and_new_ca_accepts_both_until_old_leaves() {
+    let old = Ca::new(TD).unwrap();
+    let new = Ca::new(TD).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server_svid = new.issue_svid(SERVER_ID, &SvidOptions::default()).unwrap();
+    let overlap = format!("{}{}", old.bundle_pem(), new.bundle_pem());
+    let paths = write_identity(dir.path(), &server_svid, &overlap).unwrap();
+    let during = Identity::load(&paths).unwrap();
+    let server = server_config(&during, &trust()).unwrap();
+    for ca in [&old, &new] {
+        let client = client_with(ca, CLIENT_ID, &SvidOptions::default(), during.roots());
+        assert_eq!(
+            connect(server.clone(), client).await.server.unwrap().peer,
+            Some(id(CLIENT_ID))
+        );
+    }
+
+    let paths = write_identity(dir.path(), &server_svid, new.bundle_pem()).unwrap();
+    let after = Identity::load(&paths).unwrap();
+    let server = server_config(&after, &trust()).unwrap();
+    let client = client_with(&old, CLIENT_ID, &SvidOptions::default(), after.roots());
+    assert_eq!(
+        connect(server.clone(), client).await.server.unwrap_err(),
+        HandshakeFailure::Untrusted
+    );
+    let client = client_with(&new, CLIENT_ID, &SvidOptions::default(), after.roots());
+    assert!(connect(server, client).await.server.is_ok());
 }
 
 // === inbound: refused peers, each with its reason ===

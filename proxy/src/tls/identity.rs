@@ -278,6 +278,11 @@ impl Identity {
         self.not_after
     }
 
+    /// The certificate chain as presented to peers: the leaf first, then intermediates.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.certified_key.cert
+    }
+
     /// The trust bundle as a rustls root store.
     pub fn roots(&self) -> &Arc<RootCertStore> {
         &self.roots
