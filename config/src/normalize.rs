@@ -478,7 +478,13 @@ fn normalize_path(path: &str) -> Result<NormalizedPath, NormalizeError> {
 fn scan_segment(bytes: &[u8], start: usize) -> Result<(usize, bool), NormalizeError> {
     let mut has_escape = false;
     let mut i = start;
-    while let Some(&b) = bytes.get(i) {
+    loop {
+        // Most bytes are plain: skip runs of them in a tight loop.
+        i += bytes[i..]
+            .iter()
+            .position(|&b| CLASSES[usize::from(b)] != Class::Plain)
+            .unwrap_or(bytes.len() - i);
+        let Some(&b) = bytes.get(i) else { break };
         match CLASSES[usize::from(b)] {
             Class::Plain => i += 1,
             Class::Slash => break,
