@@ -85,7 +85,7 @@ const CA_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Back-dating of fresh certificates, for peers whose clocks run a little behind.
 const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
-/// Writes an identity directory: `cert.pem` (chain), `key.pem` (mode 0600) and `ca.pem`
+/// Writes an identity directory: `tls.crt` (chain), `tls.key` (mode 0600) and `ca.crt`
 /// (bundle), as named by [`IdentityPaths::in_dir`]. Creates `dir` if needed. Each file is
 /// written to a temporary name and renamed into place, so a reader never sees half a file.
 pub fn write_identity(

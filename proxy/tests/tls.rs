@@ -702,7 +702,7 @@ fn identity_refuses_missing_file() {
         matches!(&error, IdentityError::Read { path, source } if *path == paths.key && source.kind() == std::io::ErrorKind::NotFound),
         "{error:?}"
     );
-    assert!(error.to_string().contains("key.pem"), "{error}");
+    assert!(error.to_string().contains("tls.key"), "{error}");
 }
 
 #[test]
@@ -764,15 +764,15 @@ fn default_identity_paths_are_documented_ones() {
     let paths = IdentityPaths::default();
     assert_eq!(
         paths.chain,
-        std::path::Path::new("/var/run/palisade/identity/cert.pem")
+        std::path::Path::new("/var/run/palisade/identity/tls.crt")
     );
     assert_eq!(
         paths.key,
-        std::path::Path::new("/var/run/palisade/identity/key.pem")
+        std::path::Path::new("/var/run/palisade/identity/tls.key")
     );
     assert_eq!(
         paths.bundle,
-        std::path::Path::new("/var/run/palisade/identity/ca.pem")
+        std::path::Path::new("/var/run/palisade/identity/ca.crt")
     );
 }
 

@@ -188,16 +188,17 @@ impl IdentityPaths {
     /// Where palisade looks by default (the CSI volume of the sidecar).
     pub const DEFAULT_DIR: &'static str = "/var/run/palisade/identity";
     /// Chain file name inside an identity directory.
-    pub const CHAIN_FILE: &'static str = "cert.pem";
+    pub const CHAIN_FILE: &'static str = "tls.crt";
     /// Key file name inside an identity directory.
-    pub const KEY_FILE: &'static str = "key.pem";
+    pub const KEY_FILE: &'static str = "tls.key";
     /// Trust bundle file name inside an identity directory.
-    pub const BUNDLE_FILE: &'static str = "ca.pem";
+    pub const BUNDLE_FILE: &'static str = "ca.crt";
 
-    /// The files `cert.pem` (chain), `key.pem` and `ca.pem` (bundle) inside `dir`.
+    /// The files `tls.crt` (chain), `tls.key` and `ca.crt` (bundle) inside `dir`.
     ///
-    /// These are the names csi-driver-spiffe writes by default (`tls.crt`/`tls.key`/`ca.crt`
-    /// need the explicit fields instead).
+    /// These are the names cert-manager's csi-driver-spiffe writes by default (and those of a
+    /// Kubernetes TLS secret), so its volume can be mounted at [`IdentityPaths::DEFAULT_DIR`]
+    /// as is. Other issuers: set the fields.
     pub fn in_dir(dir: impl AsRef<Path>) -> IdentityPaths {
         let dir = dir.as_ref();
         IdentityPaths {
