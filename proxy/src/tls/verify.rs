@@ -122,6 +122,17 @@ pub enum HandshakeFailure {
 ///
 /// A client certificate is mandatory. No CA names are sent as hints: in a mesh every peer has
 /// exactly one SVID, and the bundle's subject names stay private.
+///
+/// # Security
+///
+/// A peer is accepted only if all hold: the chain verifies to a bundle certificate and every
+/// certificate is within its validity period (webpki); the leaf has exactly one URI SAN; that
+/// SAN parses as a SPIFFE ID and is already in canonical form (no case folding or other
+/// normalization is applied, so `spiffe://CLUSTER.LOCAL/…` is refused, not folded); its trust
+/// domain is in the accepted set by exact comparison (`cluster.local.evil.com` and
+/// `cluster.local@evil` are not `cluster.local`); the leaf's extended key usage extension
+/// exists and lists clientAuth (a leaf without the extension is refused, although webpki alone
+/// would accept it). DNS SANs and the subject are ignored.
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
     webpki: Arc<dyn ClientCertVerifier>,
@@ -130,6 +141,13 @@ pub struct SpiffeClientVerifier {
 
 /// Verifies server certificates on outbound connections: webpki chain checks, then SPIFFE
 /// instead of DNS names, and optionally one exact expected SPIFFE ID.
+///
+/// # Security
+///
+/// The same rules as [`SpiffeClientVerifier`] with serverAuth in place of clientAuth. The
+/// `ServerName` given to `connect` is not checked at all: without `expected`, any server of an
+/// accepted trust domain is accepted, so set `expected` wherever the destination's identity
+/// is known.
 #[derive(Debug)]
 pub struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
