@@ -10,7 +10,7 @@ use std::fmt;
 
 use crate::compile::Loaded;
 use crate::compile::rules::{CompiledRule, UNAUTHENTICATED, is_token};
-use crate::document::{Document, ExpectDoc};
+use crate::document::{Document, ExpectDoc, did_you_mean};
 use crate::location::{Diagnostic, Origin};
 use crate::normalize::normalize;
 use crate::policy::Peer;
@@ -128,7 +128,14 @@ pub(crate) fn validate(
         if let Some(rule) = &t.rule
             && !names.contains(&rule.value.as_str())
         {
-            diagnostics.push(rule.origin.error(format!("no rule named {:?}", rule.value)));
+            let hint = match did_you_mean(&rule.value, &names) {
+                Some(near) => format!("; did you mean `{near}`?"),
+                None => String::new(),
+            };
+            diagnostics.push(
+                rule.origin
+                    .error(format!("no rule named {:?}{hint}", rule.value)),
+            );
         }
         if let (Some(peer), Some((method, target))) = (peer, request) {
             tests.push(TestCase {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::location::{Diagnostic, Located, Origin};
 
+pub(crate) use decode::did_you_mean;
 pub use yaml::MAX_SOURCE_BYTES;
 
 /// The only `apiVersion` this release reads.

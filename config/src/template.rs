@@ -362,6 +362,7 @@ fn is_pchar(c: char) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
 

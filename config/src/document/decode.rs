@@ -108,23 +108,17 @@ fn spec(node: &Node, origin: Origin, diags: &mut Diags) -> Option<Spec> {
         &["mode", "mtls", "rules", "opaquePorts"],
         diags,
     )?;
-    let mode = match fields.optional("mode") {
-        Some((n, o)) => {
-            let choices = [("enforce", ModeDoc::Enforce), ("audit", ModeDoc::Audit)];
-            Some(choice(n, o, "mode", &choices, diags)?)
-        }
-        None => None,
-    };
-    let mtls = match fields.optional("mtls") {
-        Some((n, o)) => {
-            let choices = [
-                ("strict", MtlsDoc::Strict),
-                ("permissive", MtlsDoc::Permissive),
-            ];
-            Some(choice(n, o, "mtls", &choices, diags)?)
-        }
-        None => None,
-    };
+    let mode = fields.optional("mode").map(|(n, o)| {
+        let choices = [("enforce", ModeDoc::Enforce), ("audit", ModeDoc::Audit)];
+        choice(n, o, "mode", &choices, diags)
+    });
+    let mtls = fields.optional("mtls").map(|(n, o)| {
+        let choices = [
+            ("strict", MtlsDoc::Strict),
+            ("permissive", MtlsDoc::Permissive),
+        ];
+        choice(n, o, "mtls", &choices, diags)
+    });
     let rules = match fields.optional("rules") {
         Some((n, o)) => list(n, &o, diags, rule),
         None => Some(Vec::new()),
@@ -135,8 +129,8 @@ fn spec(node: &Node, origin: Origin, diags: &mut Diags) -> Option<Spec> {
     };
     Some(Spec {
         origin: fields.origin,
-        mode,
-        mtls,
+        mode: mode.map_or(Some(None), |m| m.map(Some))?,
+        mtls: mtls.map_or(Some(None), |m| m.map(Some))?,
         rules: rules?,
         opaque_ports: opaque_ports?,
     })
@@ -252,11 +246,19 @@ fn choice<T: Copy>(
     choices: &[(&str, T)],
     diags: &mut Diags,
 ) -> Option<Located<T>> {
+    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+    let Value::Str(_) = node.value else {
+        diags.push(origin.error(format!(
+            "expected {}, found {}",
+            names.join(" or "),
+            describe(node)
+        )));
+        return None;
+    };
     let s = string(node, origin, diags)?;
     if let Some((_, value)) = choices.iter().find(|(name, _)| *name == s.value) {
         return Some(Located::new(*value, s.origin));
     }
-    let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
     let hint = match did_you_mean(&s.value, &names) {
         Some(near) => format!("; did you mean `{near}`?"),
         None => String::new(),
@@ -374,7 +376,7 @@ pub(crate) fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c
     candidates
         .iter()
         .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), *c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -396,6 +398,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
 
@@ -414,6 +417,16 @@ mod tests {
         for (word, expected) in cases {
             assert_eq!(did_you_mean(word, &known), expected, "{word}");
         }
+    }
+
+    #[test]
+    fn suggests_enum_values() {
+        assert_eq!(did_you_mean("allowed", &["allow", "deny"]), Some("allow"));
+        assert_eq!(
+            did_you_mean("enforcing", &["enforce", "audit"]),
+            Some("enforce")
+        );
+        assert_eq!(did_you_mean("off", &["strict", "permissive"]), None);
     }
 
     #[test]

@@ -45,8 +45,38 @@ pub(crate) fn parse_stream(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Dia
         let (line, column) = e
             .location()
             .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
-        let message = UserMessageFormatter.format_message(e.without_snippet());
-        at(file, line.max(1), column.max(1)).error(format!("invalid yaml: {message}"))
+        let message = match limit_breached(&e) {
+            Some(limit) => format!("yaml exceeds the loader's limits: {limit}"),
+            None => format!(
+                "invalid yaml: {}",
+                UserMessageFormatter.format_message(e.without_snippet())
+            ),
+        };
+        at(file, line.max(1), column.max(1)).error(message)
+    })
+}
+
+/// Which limit a budget error hit, in words (serde-saphyr prints its Debug form).
+fn limit_breached(e: &serde_saphyr::Error) -> Option<&'static str> {
+    use serde_saphyr::Error;
+    use serde_saphyr::budget::BudgetBreach;
+    let mut e = e;
+    while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = e {
+        e = error;
+    }
+    let Error::Budget { breach, .. } = e else {
+        return None;
+    };
+    Some(match breach {
+        BudgetBreach::Depth { .. } => "nested deeper than 32 levels",
+        BudgetBreach::Aliases { .. }
+        | BudgetBreach::Anchors { .. }
+        | BudgetBreach::AliasAnchorRatio { .. }
+        | BudgetBreach::RecordedAnchorEvents { .. }
+        | BudgetBreach::RecordedAnchorBytes { .. } => {
+            "too many anchors, aliases or alias expansions (is this a YAML bomb?)"
+        }
+        _ => "too many nodes, documents or bytes for a policy",
     })
 }
 
