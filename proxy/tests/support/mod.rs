@@ -1,0 +1,415 @@
+//! Test parts for the inbound side: per-test certificates, an "oracle" app that echoes what
+//! it received, palisade's inbound side in-process, and HTTP clients (hyper over mTLS or
+//! plaintext, raw sockets).
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use palisade_config::{LoadOptions, Policy, SpiffeId};
+use palisade_proxy::config::InboundConfig;
+use palisade_proxy::inbound::{Inbound, Running};
+use palisade_proxy::pki::{Ca, SvidOptions, write_identity};
+use palisade_proxy::tls::{
+    ClientOptions, Identity, IdentityPaths, TrustDomains, client_config, server_config, server_name,
+};
+use rustls::ClientConfig;
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// Upper bound for anything a test waits for.
+pub const LIMIT: Duration = Duration::from_secs(10);
+pub const TD: &str = "cluster.local";
+pub const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/orders";
+pub const FRONTEND: &str = "spiffe://cluster.local/ns/web/sa/frontend";
+pub const OPS: &str = "spiffe://cluster.local/ns/ops/sa/debug";
+pub const STRANGER: &str = "spiffe://cluster.local/ns/other/sa/stranger";
+
+/// The policy of most tests; `{mode}` and `{mtls}` are filled in.
+pub const POLICY: &str = r#"
+apiVersion: policy.palisade.dev/v1alpha1
+kind: ApiPolicy
+metadata: { name: orders-api, namespace: shop }
+spec:
+  mode: {mode}
+  mtls: {mtls}
+  rules:
+    - name: catalog-read
+      from:
+        principals: ["spiffe://cluster.local/ns/web/sa/frontend", "spiffe://cluster.local/ns/ops/*"]
+      to:
+        - methods: [GET, HEAD]
+          paths: ["/api/v1/items", "/api/v1/items/{id}"]
+    - name: place-order
+      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
+      to:
+        - methods: [POST]
+          paths: ["/api/v1/orders"]
+    - name: live-feed
+      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
+      to:
+        - methods: [GET]
+          paths: ["/ws"]
+          upgrade: websocket
+{extra}
+"#;
+
+/// Extra rule for permissive tests: plaintext peers may read `/healthz`.
+pub const HEALTH_RULE: &str = r#"    - name: health
+      from: { principals: [unauthenticated] }
+      to:
+        - methods: [GET]
+          paths: ["/healthz"]"#;
+
+/// Builds a policy from [`POLICY`].
+pub fn policy(mode: &str, mtls: &str, extra: &str) -> Policy {
+    let text = POLICY
+        .replace("{mode}", mode)
+        .replace("{mtls}", mtls)
+        .replace("{extra}", extra);
+    match Policy::from_yaml("test.yaml", &text, &LoadOptions::default()) {
+        Ok(loaded) => loaded.policy,
+        Err(error) => panic!("test policy does not load: {error:?}"),
+    }
+}
+
+/// A certificate authority and identity files for one test.
+pub struct Pki {
+    pub ca: Ca,
+    dir: TempDir,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        Self {
+            ca: Ca::new(TD).unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Writes and loads an identity for `id`.
+    pub fn identity(&self, id: &str) -> Identity {
+        let paths = self.identity_files(id);
+        Identity::load(&paths).unwrap()
+    }
+
+    /// Writes the identity files for `id` (for curl) and returns their paths.
+    pub fn identity_files(&self, id: &str) -> IdentityPaths {
+        let svid = self.ca.issue_svid(id, &SvidOptions::default()).unwrap();
+        let name = id.replace(['/', ':'], "_");
+        write_identity(&self.dir.path().join(name), &svid, self.ca.bundle_pem()).unwrap()
+    }
+
+    pub fn bundle_path(&self) -> PathBuf {
+        self.identity_files(SERVER_ID).bundle
+    }
+
+    /// A client config presenting `id`; `alpn` e.g. `[b"h2"]`.
+    pub fn client(&self, id: &str, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        let identity = self.identity(id);
+        let mut options = ClientOptions::new(TrustDomains::new([TD]).unwrap());
+        options.alpn = alpn.iter().map(|p| p.to_vec()).collect();
+        client_config(&identity, &options).unwrap()
+    }
+}
+
+/// What the oracle app saw of one request, as it echoes it back.
+#[derive(Debug)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: BTreeMap<String, Vec<String>>,
+    pub body: String,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+/// An app on 127.0.0.1:0 that answers every request with a JSON echo of its request line,
+/// headers and body. `x-oracle-sleep-ms: N` delays the answer; `upgrade` requests get a
+/// 101 and an echo tunnel.
+pub struct Oracle {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Oracle {
+    pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// An oracle speaking h2c with prior knowledge.
+    pub async fn start_h2c() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(h2c: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(echo);
+                    let io = TokioIo::new(stream);
+                    if h2c {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .with_upgrades()
+                            .await;
+                    }
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for Oracle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(ms) = request
+        .headers()
+        .get("x-oracle-sleep-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if request.headers().contains_key(http::header::UPGRADE) {
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
+    let method = request.method().to_string();
+    let target = request.uri().to_string();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in request.headers() {
+        headers
+            .entry(name.to_string())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let body = match request.into_body().collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(error) => format!("<body error: {error}>"),
+    };
+    let json = serde_json::json!({
+        "method": method, "target": target, "headers": headers, "body": body,
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("connection", "keep-alive, x-app-hop")
+        .header("x-app-hop", "must not reach the client")
+        .body(Full::new(Bytes::from(json.to_string())))
+        .unwrap())
+}
+
+/// palisade's inbound side in front of an app.
+pub struct Proxy {
+    pub running: Running,
+    pub addr: SocketAddr,
+}
+
+/// Starts the inbound side with `policy` in front of `app`; `tune` adjusts the config.
+pub async fn start_proxy(
+    pki: &Pki,
+    policy: Policy,
+    app: SocketAddr,
+    tune: impl FnOnce(&mut InboundConfig),
+) -> Proxy {
+    let identity = pki.identity(SERVER_ID);
+    let tls = server_config(&identity, &TrustDomains::new([TD]).unwrap()).unwrap();
+    let own_id = SpiffeId::parse(SERVER_ID).unwrap();
+    let mut config = InboundConfig::new(policy, tls, own_id);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.app.ip = app.ip();
+    config.app.port = app.port();
+    config.timeouts.drain = Duration::from_secs(5);
+    tune(&mut config);
+    let inbound = Inbound::bind(config).await.unwrap();
+    let addr = inbound.local_addr();
+    Proxy {
+        running: inbound.spawn(),
+        addr,
+    }
+}
+
+/// One response, body collected.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not json ({e}): {:?}", self.body))
+    }
+
+    /// The oracle's echo of what it received.
+    pub fn seen(&self) -> Seen {
+        let json = self.json();
+        let headers = json["headers"]
+            .as_object()
+            .unwrap_or_else(|| panic!("not an oracle echo: {json}"))
+            .iter()
+            .map(|(k, v)| {
+                let values = v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_owned())
+                    .collect();
+                (k.clone(), values)
+            })
+            .collect();
+        Seen {
+            method: json["method"].as_str().unwrap().to_owned(),
+            target: json["target"].as_str().unwrap().to_owned(),
+            headers,
+            body: json["body"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Asserts a palisade JSON error with `code` and returns its request ID.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {:?}", self.body);
+        let json = self.json();
+        assert_eq!(json["error"], code, "body: {json}");
+        let id = json["request_id"].as_str().unwrap().to_owned();
+        assert!(!id.is_empty());
+        id
+    }
+}
+
+/// How a test client reaches the proxy.
+#[derive(Clone)]
+pub enum Via {
+    /// mTLS with this client config; HTTP version by the config's ALPN.
+    Tls(Arc<ClientConfig>),
+    /// Plaintext HTTP/1.1.
+    Plain,
+}
+
+/// Sends one request on a new connection (h2 if the TLS handshake picked it).
+pub async fn send(addr: SocketAddr, via: &Via, request: Request<Full<Bytes>>) -> Reply {
+    tokio::time::timeout(LIMIT, send_inner(addr, via, request))
+        .await
+        .expect("request timed out")
+}
+
+async fn send_inner(addr: SocketAddr, via: &Via, request: Request<Full<Bytes>>) -> Reply {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let response = match via {
+        Via::Plain => exchange(TokioIo::new(tcp), false, request).await,
+        Via::Tls(config) => {
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let tls = connector
+                .connect(server_name(addr.ip()), tcp)
+                .await
+                .unwrap();
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            exchange(TokioIo::new(tls), h2, request).await
+        }
+    };
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+async fn exchange<I>(io: I, h2: bool, mut request: Request<Full<Bytes>>) -> Response<Incoming>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        if request.uri().authority().is_none() {
+            let uri = format!("https://orders.shop{}", request.uri());
+            *request.uri_mut() = uri.parse().unwrap();
+        }
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        if !request.headers().contains_key(http::header::HOST) {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, "orders.shop".parse().unwrap());
+        }
+        sender.send_request(request).await.unwrap()
+    }
+}
+
+/// A GET request for `target`.
+pub fn get(target: &str) -> Request<Full<Bytes>> {
+    Request::get(target).body(Full::new(Bytes::new())).unwrap()
+}
+
+/// Writes `raw` on a plaintext connection and reads until the server closes it (or
+/// [`LIMIT`]); returns what it read and whether the server closed the connection.
+pub async fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> (String, bool) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
