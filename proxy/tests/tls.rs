@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_config::spiffe::SpiffeId;
+use palisade_config::SpiffeId;
 use palisade_proxy::pki::{Ca, Svid, SvidOptions, write_identity};
 use palisade_proxy::tls::{
     ClientOptions, HandshakeFailure, Identity, IdentityError, IdentityPaths, SpiffeServerVerifier,

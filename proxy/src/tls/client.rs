@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use palisade_config::spiffe::SpiffeId;
+use palisade_config::SpiffeId;
 use rustls::ClientConfig;
 use rustls::sign::SingleCertAndKey;
 use rustls_pki_types::ServerName;

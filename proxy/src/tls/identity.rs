@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use palisade_config::spiffe::{SpiffeId, SpiffeIdError};
+use palisade_config::{SpiffeId, SpiffeIdError};
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};

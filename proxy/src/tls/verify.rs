@@ -14,7 +14,7 @@
 use std::io;
 use std::sync::Arc;
 
-use palisade_config::spiffe::{SpiffeId, SpiffeIdError};
+use palisade_config::{SpiffeId, SpiffeIdError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
