@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -42,8 +43,12 @@ pub struct SvidOptions {
     pub uri_san: bool,
     /// More URI SANs after the SPIFFE ID (any string; an SVID has none).
     pub extra_uri_sans: Vec<String>,
-    /// DNS name SANs (an SVID needs none).
+    /// DNS name SANs. palisade ignores them; they let tools that check host names (curl,
+    /// browsers) talk to a palisade server, e.g. `localhost`.
     pub dns_names: Vec<String>,
+    /// IP address SANs, ignored by palisade like [`SvidOptions::dns_names`] (e.g. 127.0.0.1
+    /// for `curl https://127.0.0.1:…`).
+    pub ip_addresses: Vec<IpAddr>,
     /// Subject common name; the subject is empty without one.
     pub common_name: Option<String>,
     /// Include the clientAuth extended key usage.
@@ -173,6 +178,9 @@ impl Ca {
             let name = Ia5String::try_from(name.as_str()).map_err(PkiError::Generate)?;
             params.subject_alt_names.push(SanType::DnsName(name));
         }
+        for ip in &options.ip_addresses {
+            params.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if options.client_auth {
@@ -238,6 +246,7 @@ impl SvidOptions {
             uri_san: true,
             extra_uri_sans: Vec::new(),
             dns_names: Vec::new(),
+            ip_addresses: Vec::new(),
             common_name: None,
             client_auth: true,
             server_auth: true,

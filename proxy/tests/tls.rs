@@ -824,3 +824,33 @@ async fn refuses_plaintext_http_as_not_tls() {
     let result = timeout(LIMIT, server_task).await.unwrap().unwrap();
     assert_eq!(result, Err(HandshakeFailure::NotTls));
 }
+
+#[tokio::test]
+async fn host_name_sans_let_standard_clients_verify_a_palisade_server() {
+    let ca = Ca::new(TD).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let options = SvidOptions {
+        dns_names: vec!["localhost".into()],
+        ip_addresses: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ..SvidOptions::default()
+    };
+    let svid = ca.issue_svid(SERVER_ID, &options).unwrap();
+    let paths = write_identity(dir.path(), &svid, ca.bundle_pem()).unwrap();
+    let server_identity = Identity::load(&paths).unwrap();
+    assert_eq!(server_identity.id(), &id(SERVER_ID));
+    let server = server_config(&server_identity, &trust()).unwrap();
+
+    // What curl does: verify the host name (here the IP) against the bundle, present a cert.
+    let client_svid = ca.issue_svid(CLIENT_ID, &SvidOptions::default()).unwrap();
+    let (chain, key) = chain_and_key(&client_svid);
+    let mut client = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(BOTH_VERSIONS)
+        .unwrap()
+        .with_root_certificates(server_identity.roots().clone())
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let outcome = connect(server, Arc::new(client)).await;
+    assert_eq!(outcome.server.unwrap().peer, Some(id(CLIENT_ID)));
+    assert_eq!(outcome.client.unwrap().peer, Some(id(SERVER_ID)));
+}
