@@ -1,13 +1,45 @@
 //! The `palisade` binary: one executable, one subcommand per job.
+//!
+//! Everything here is the edge: argument parsing, printing, exit codes. The work happens in
+//! `palisade-config` (what is allowed) and `palisade-proxy` (moving bytes).
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 /// palisade: a transparent mTLS and L7 API-policy sidecar proxy.
 #[derive(Debug, Parser)]
-#[command(name = "palisade", version, about)]
-struct Cli {}
+#[command(name = "palisade", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate policy files and run their `tests:` expectations (exit 0 valid, 1 invalid).
+    Check(cmd::check::Args),
+    /// Show how one request is normalized and decided, and why.
+    Explain(cmd::explain::Args),
+    /// Run a local mesh on 127.0.0.1 with generated certificates and the example policy.
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => cmd::check::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("palisade: {error:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,5 @@
+//! One module per subcommand. Each exposes `Args` (clap) and `run(Args)`.
+
+pub(crate) mod check;
+pub(crate) mod demo;
+pub(crate) mod explain;
