@@ -703,6 +703,7 @@ fn identity_refuses_missing_file() {
         "{error:?}"
     );
     assert!(error.to_string().contains("tls.key"), "{error}");
+    assert_eq!(error.as_label(), "read");
 }
 
 #[test]

@@ -182,6 +182,30 @@ pub enum IdentityError {
     },
 }
 
+// === impl IdentityError ===
+
+impl IdentityError {
+    /// A stable snake_case label for metrics (`palisade_reload_failures_total{kind=…}`).
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            IdentityError::Read { .. } => "read",
+            IdentityError::Pem { .. } => "pem",
+            IdentityError::Certificate { .. } => "certificate",
+            IdentityError::UnsupportedKey { .. } => "unsupported_key",
+            IdentityError::KeyMismatch { .. } => "key_mismatch",
+            IdentityError::NoSpiffeId { .. } => "no_spiffe_id",
+            IdentityError::MultipleUriSans { .. } => "multiple_uri_sans",
+            IdentityError::InvalidSpiffeId { .. } => "invalid_spiffe_id",
+            IdentityError::MissingEku { .. } => "missing_eku",
+            IdentityError::Expired { .. } => "expired",
+            IdentityError::NotYetValid { .. } => "not_yet_valid",
+            IdentityError::TrustAnchor { .. } => "trust_anchor",
+            IdentityError::Bundle { .. } => "bundle",
+            IdentityError::Untrusted { .. } => "untrusted",
+        }
+    }
+}
+
 // === impl IdentityPaths ===
 
 impl IdentityPaths {
