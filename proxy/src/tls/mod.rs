@@ -7,7 +7,8 @@
 //! for logs and metrics.
 //!
 //! - [`identity`]: the SVID files, parsed and checked.
-//! - [`verify`]: the SPIFFE certificate verifiers and handshake failure reasons.
+//! - [`verify`]: the SPIFFE certificate verifiers and [`peer_id`].
+//! - [`failure`]: why a handshake failed, as a metric label.
 //! - [`server`] / [`client`]: the rustls configs.
 //!
 //! Cryptography is rustls's `ring` provider, passed explicitly to every config: palisade never
@@ -18,16 +19,17 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 pub mod client;
+pub mod failure;
 pub mod identity;
 pub mod server;
 pub mod verify;
 
 pub use client::{ClientOptions, client_config, server_name};
+pub use failure::HandshakeFailure;
 pub use identity::{Identity, IdentityError, IdentityPaths};
 pub use server::server_config;
 pub use verify::{
-    HandshakeFailure, SpiffeClientVerifier, SpiffeServerVerifier, TrustDomainError, TrustDomains,
-    peer_id,
+    SpiffeClientVerifier, SpiffeServerVerifier, TrustDomainError, TrustDomains, peer_id,
 };
 
 /// A TLS config could not be built from an [`Identity`].
