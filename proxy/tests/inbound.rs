@@ -385,3 +385,331 @@ async fn drain_is_bounded_by_the_drain_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2));
     stuck.abort();
 }
+
+/// Extra rules for raw-socket tests: plaintext peers may GET `/healthz` and POST `/upload`.
+const RAW_RULES: &str = r#"    - name: health
+      from: { principals: [unauthenticated] }
+      to:
+        - methods: [GET]
+          paths: ["/healthz"]
+    - name: upload
+      from: { principals: [unauthenticated] }
+      to:
+        - methods: [POST]
+          paths: ["/upload"]"#;
+
+#[tokio::test]
+async fn ambiguous_framing_gets_400_and_the_connection_closes() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(
+        &pki,
+        policy("enforce", "permissive", RAW_RULES),
+        app.addr,
+        |_| {},
+    )
+    .await;
+    let smuggled = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Smuggled: yes\r\n\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "two different content-lengths",
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd{smuggled}"
+            ),
+        ),
+        (
+            "content-length list",
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4, 4\r\n\r\nabcd{smuggled}"
+            ),
+        ),
+        (
+            "obfuscated transfer-encoding",
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "transfer-encoding list",
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "two transfer-encodings",
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "obs-fold",
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "HTTP/1.0 with transfer-encoding",
+            format!(
+                "POST /upload HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "bare CR",
+            format!("GET /healthz HTTP/1.1\rHost: x\r\n\r\n{smuggled}"),
+        ),
+        (
+            "GET with content-length",
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello{smuggled}"),
+        ),
+        (
+            "GET with transfer-encoding",
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+            ),
+        ),
+        (
+            "HEAD with a body",
+            format!("HEAD /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx{smuggled}"),
+        ),
+    ];
+    for (name, raw) in cases {
+        let (answer, closed) = raw_exchange(proxy.addr, raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{name}: {answer:?}");
+        assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{name}: {answer:?}");
+        assert!(closed, "{name}: connection left open");
+    }
+}
+
+/// hyper drops the `Content-Length` of a request that also has `Transfer-Encoding: chunked`
+/// before palisade sees the request, reads the body as chunked and closes the connection
+/// after the response: RFC 9112 §6.1 allows exactly this instead of a 400. What matters is
+/// that nothing can hide behind the body.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_cannot_smuggle() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(
+        &pki,
+        policy("enforce", "permissive", RAW_RULES),
+        app.addr,
+        |_| {},
+    )
+    .await;
+    for head in [
+        "Content-Length: 45\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 45",
+    ] {
+        let raw = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\n{head}\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        );
+        let (answer, closed) = raw_exchange(proxy.addr, raw.as_bytes()).await;
+        assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{head}: {answer:?}");
+        assert!(closed, "{head}: connection left open");
+        let (_, echo) = answer.split_once("\r\n\r\n").unwrap();
+        let seen: serde_json::Value = serde_json::from_str(echo).unwrap();
+        assert_eq!(seen["target"], "/upload", "{head}");
+        assert_eq!(seen["body"], "abc", "{head}: body read as chunked");
+        assert!(seen["headers"].get("content-length").is_none(), "{head}");
+    }
+}
+
+/// httparse reads a bare LF as a line end (RFC 9112 §2.2 allows it); palisade writes the
+/// request to the app with CRLF, so the app cannot read it differently.
+#[tokio::test]
+async fn bare_lf_is_read_as_a_line_end_and_rewritten() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(
+        &pki,
+        policy("enforce", "permissive", RAW_RULES),
+        app.addr,
+        |_| {},
+    )
+    .await;
+    let (answer, _) = raw_exchange(
+        proxy.addr,
+        b"GET /healthz HTTP/1.1\nHost: x\nConnection: close\n\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer:?}");
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off_by_the_header_read_timeout() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(
+        &pki,
+        policy("enforce", "permissive", RAW_RULES),
+        app.addr,
+        |c| c.timeouts.header_read = Duration::from_millis(400),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Trickle one header byte at a time; the head is never finished.
+    let mut closed = false;
+    for _ in 0..40 {
+        if stream.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    assert!(closed, "slow header sender was not cut off");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    proxy.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_request_body_is_cut_off() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(
+        &pki,
+        policy("enforce", "permissive", RAW_RULES),
+        app.addr,
+        |c| c.timeouts.body_progress = Duration::from_millis(300),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (answer, _) = raw_exchange(
+        proxy.addr,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a few bytes",
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer:?}");
+    proxy.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn h2_reset_flood_is_bounded() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |c| {
+        c.limits.h2_max_pending_accept_reset_streams = 10;
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(pki.client(FRONTEND, H2));
+    let tls = connector
+        .connect(palisade_proxy::tls::server_name(proxy.addr.ip()), tcp)
+        .await
+        .unwrap();
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    // Open streams and cancel each at once (CVE-2023-44487): the server must end the
+    // connection long before the flood does.
+    let mut sent = 0;
+    let flood = async {
+        for _ in 0..10_000 {
+            let Ok(ready) = client.clone().ready().await else {
+                break;
+            };
+            client = ready;
+            let request = Request::get("https://orders.shop/api/v1/items/1")
+                .body(())
+                .unwrap();
+            let Ok((response, mut stream)) = client.send_request(request, true) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            drop(response);
+            sent += 1;
+            if sent % 8 == 0 {
+                // Let the connection task write the frames, as a real attacker's would.
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    tokio::time::timeout(LIMIT, flood)
+        .await
+        .expect("flood bounded");
+    let ended = tokio::time::timeout(LIMIT, connection)
+        .await
+        .expect("connection ends")
+        .unwrap();
+    println!("sent {sent} streams; the app saw {}", app.served());
+    assert!(sent < 10_000, "server accepted the whole flood");
+    assert!(app.served() < 100, "the flood reached the app");
+    let error = ended.expect_err("server should end the connection with GOAWAY");
+    assert!(error.is_go_away() || error.is_io(), "{error:?}");
+    // The proxy still serves others.
+    let frontend = Via::Tls(pki.client(FRONTEND, H2));
+    assert_eq!(
+        send(proxy.addr, &frontend, get("/api/v1/items"))
+            .await
+            .status,
+        200
+    );
+    proxy.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn curl_over_h1_and_h2_with_client_certificates() {
+    if !have_tool("curl") {
+        return;
+    }
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |_| {}).await;
+    let bundle = pki.bundle_path();
+    let frontend = pki.identity_files(FRONTEND);
+    let stranger = pki.identity_files(STRANGER);
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let reply = curl(
+            proxy.addr,
+            &bundle,
+            Some(&frontend),
+            "/api/v1/items/%34%32?a=1",
+            &[flag],
+        )
+        .await;
+        assert!(reply.ok, "{flag}: {reply:?}");
+        assert_eq!(
+            (reply.status, reply.version.as_str()),
+            (200, version),
+            "{reply:?}"
+        );
+        let seen: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(seen["target"], "/api/v1/items/42?a=1");
+        assert_eq!(
+            seen["headers"]["x-forwarded-client-cert"][0],
+            format!("By={SERVER_ID};URI={FRONTEND}")
+        );
+
+        let reply = curl(
+            proxy.addr,
+            &bundle,
+            Some(&stranger),
+            "/api/v1/items",
+            &[flag],
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{reply:?}");
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["error"], "forbidden");
+
+        // No client certificate: the handshake fails, nothing reaches the app.
+        let served = app.served();
+        let reply = curl(proxy.addr, &bundle, None, "/api/v1/items", &[flag]).await;
+        assert!(!reply.ok && reply.status == 0, "{reply:?}");
+        assert_eq!(app.served(), served);
+    }
+    proxy.running.shutdown().await;
+}

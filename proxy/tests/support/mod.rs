@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -107,7 +108,12 @@ impl Pki {
 
     /// Writes the identity files for `id` (for curl) and returns their paths.
     pub fn identity_files(&self, id: &str) -> IdentityPaths {
-        let svid = self.ca.issue_svid(id, &SvidOptions::default()).unwrap();
+        self.identity_files_with(id, &SvidOptions::default())
+    }
+
+    /// Writes the identity files for `id`, issued with `options`.
+    pub fn identity_files_with(&self, id: &str, options: &SvidOptions) -> IdentityPaths {
+        let svid = self.ca.issue_svid(id, options).unwrap();
         let name = id.replace(['/', ':'], "_");
         write_identity(&self.dir.path().join(name), &svid, self.ca.bundle_pem()).unwrap()
     }
@@ -148,6 +154,7 @@ impl Seen {
 /// 101 and an echo tunnel.
 pub struct Oracle {
     pub addr: SocketAddr,
+    served: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -164,13 +171,19 @@ impl Oracle {
     async fn start_with(h2c: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                let counter = counter.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(echo);
+                    let service = hyper::service::service_fn(move |request| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        echo(request)
+                    });
                     let io = TokioIo::new(stream);
                     if h2c {
                         let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -185,7 +198,12 @@ impl Oracle {
                 });
             }
         });
-        Self { addr, task }
+        Self { addr, served, task }
+    }
+
+    /// How many requests the app has received.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::Relaxed)
     }
 }
 
@@ -261,7 +279,12 @@ pub async fn start_proxy(
     app: SocketAddr,
     tune: impl FnOnce(&mut InboundConfig),
 ) -> Proxy {
-    let identity = pki.identity(SERVER_ID);
+    // A DNS name too, so that curl can verify the server as `localhost`.
+    let options = SvidOptions {
+        dns_names: vec!["localhost".to_owned()],
+        ..SvidOptions::default()
+    };
+    let identity = Identity::load(&pki.identity_files_with(SERVER_ID, &options)).unwrap();
     let tls = server_config(&identity, &TrustDomains::new([TD]).unwrap()).unwrap();
     let own_id = SpiffeId::parse(SERVER_ID).unwrap();
     let mut config = InboundConfig::new(policy, tls, own_id);
@@ -412,4 +435,71 @@ pub async fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> (String, bool) {
         }
     };
     (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+/// Whether `tool` can run. Under `CI=true` a missing tool fails the test; otherwise the test
+/// prints why it skips.
+pub fn have_tool(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required under CI=true but cannot be run");
+        }
+        println!("skipping: {tool} is not installed");
+    }
+    found
+}
+
+/// What curl reported: status code, HTTP version and body.
+#[derive(Debug)]
+pub struct CurlReply {
+    pub ok: bool,
+    pub status: u16,
+    pub version: String,
+    pub body: String,
+    pub stderr: String,
+}
+
+/// Runs curl against `https://localhost:<port><target>` with the client identity in `client`
+/// (or none) and extra `args` (e.g. `--http2`).
+pub async fn curl(
+    proxy: SocketAddr,
+    bundle: &std::path::Path,
+    client: Option<&IdentityPaths>,
+    target: &str,
+    args: &[&str],
+) -> CurlReply {
+    let mut command = std::process::Command::new("curl");
+    command
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(bundle)
+        .arg("--resolve")
+        .arg(format!("localhost:{}:127.0.0.1", proxy.port()))
+        .args(["-w", "\n%{http_code} %{http_version}"])
+        .args(args)
+        .arg(format!("https://localhost:{}{target}", proxy.port()));
+    if let Some(client) = client {
+        command
+            .arg("--cert")
+            .arg(&client.chain)
+            .arg("--key")
+            .arg(&client.key);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, trailer) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    let (status, version) = trailer.split_once(' ').unwrap_or(("0", ""));
+    CurlReply {
+        ok: output.status.success(),
+        status: status.parse().unwrap_or(0),
+        version: version.to_owned(),
+        body: body.to_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
