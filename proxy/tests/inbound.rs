@@ -713,3 +713,161 @@ async fn curl_over_h1_and_h2_with_client_certificates() {
     }
     proxy.running.shutdown().await;
 }
+
+/// Sends `GET <target>` with `Upgrade: websocket` over mTLS HTTP/1.1; on 101, writes
+/// `ping` into the tunnel and returns what comes back.
+async fn try_upgrade(pki: &Pki, proxy: &Proxy, target: &str) -> (u16, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(pki.client(FRONTEND, H1));
+    let tls = connector
+        .connect(palisade_proxy::tls::server_name(proxy.addr.ip()), tcp)
+        .await
+        .unwrap();
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let request = Request::get(target)
+        .header("host", "orders.shop")
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(LIMIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.status().as_u16();
+    if status != 101 {
+        return (status, None);
+    }
+    let upgraded = tokio::time::timeout(LIMIT, hyper::upgrade::on(response))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut io = hyper_util::rt::TokioIo::new(upgraded);
+    io.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(LIMIT, io.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    (status, Some(String::from_utf8_lossy(&buf).into_owned()))
+}
+
+#[tokio::test]
+async fn upgrades_are_tunnelled_only_where_a_rule_allows_them() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |_| {}).await;
+    assert_eq!(
+        try_upgrade(&pki, &proxy, "/ws").await,
+        (101, Some("ping".to_owned()))
+    );
+    // No upgrade permission on this route: the app sees a plain GET and answers it.
+    assert_eq!(
+        try_upgrade(&pki, &proxy, "/api/v1/items").await,
+        (200, None)
+    );
+    proxy.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn opaque_ports_admit_peers_by_identity_only() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A TCP echo app, not HTTP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    let echo = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let text = format!(
+        r#"
+apiVersion: policy.palisade.dev/v1alpha1
+kind: ApiPolicy
+metadata: {{ name: db, namespace: shop }}
+spec:
+  mtls: strict
+  opaquePorts: [{port}]
+  rules:
+    - name: db-clients
+      from: {{ principals: ["{FRONTEND}"] }}
+"#,
+        port = app.port()
+    );
+    let loaded = palisade_config::Policy::from_yaml("db.yaml", &text, &Default::default())
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let pki = Pki::new();
+    let proxy = start_proxy(&pki, loaded.policy, app, |_| {}).await;
+    for (id, admitted) in [(FRONTEND, true), (STRANGER, false)] {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(pki.client(id, &[]));
+        let mut tls = connector
+            .connect(palisade_proxy::tls::server_name(proxy.addr.ip()), tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"SELECT 1").await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(LIMIT, async {
+            let mut chunk = [0u8; 64];
+            while buf.len() < 8 {
+                match tls.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(read.is_ok());
+        assert_eq!(buf == b"SELECT 1", admitted, "{id}: {buf:?}");
+    }
+    let stats = proxy.running.stats();
+    assert_eq!(Stats::get(&stats.opaque_admitted), 1);
+    assert_eq!(Stats::get(&stats.opaque_denied), 1);
+    proxy.running.shutdown().await;
+    echo.abort();
+}
+
+#[tokio::test]
+async fn h2c_apps_get_h2_with_trailers_kept() {
+    let pki = Pki::new();
+    let app = Oracle::start_h2c().await;
+    let port = app.addr.port();
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |c| {
+        c.app.h2c_ports = vec![port];
+    })
+    .await;
+    for alpn in [H1, H2] {
+        let frontend = Via::Tls(pki.client(FRONTEND, alpn));
+        let request = Request::post("/api/v1/orders")
+            .header("te", "trailers")
+            .header("content-type", "application/grpc")
+            .body(Full::new(Bytes::from_static(b"order")))
+            .unwrap();
+        let reply = send(proxy.addr, &frontend, request).await;
+        assert_eq!(reply.status, 200, "{alpn:?}: {:?}", reply.body);
+        let seen = reply.seen();
+        assert_eq!(seen.body, "order");
+        assert_eq!(
+            seen.target,
+            format!("http://127.0.0.1:{port}/api/v1/orders")
+        );
+        assert_eq!(seen.header("te"), Some("trailers"), "{alpn:?}");
+        if alpn == H2 {
+            assert_eq!(
+                reply
+                    .trailers
+                    .as_ref()
+                    .and_then(|t| t.get("grpc-status"))
+                    .map(|v| v.to_str().unwrap()),
+                Some("0")
+            );
+        }
+    }
+    proxy.running.shutdown().await;
+}

@@ -213,7 +213,13 @@ impl Drop for Oracle {
     }
 }
 
-async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(bytes: Bytes) -> EchoBody {
+    Full::new(bytes).boxed()
+}
+
+async fn echo(mut request: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
     if let Some(ms) = request
         .headers()
         .get("x-oracle-sleep-ms")
@@ -239,9 +245,13 @@ async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, I
             .status(StatusCode::SWITCHING_PROTOCOLS)
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
-            .body(Full::new(Bytes::new()))
+            .body(full(Bytes::new()))
             .unwrap());
     }
+    let grpc = request
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v == "application/grpc");
     let method = request.method().to_string();
     let target = request.uri().to_string();
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -258,12 +268,21 @@ async fn echo(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, I
     let json = serde_json::json!({
         "method": method, "target": target, "headers": headers, "body": body,
     });
-    Ok(Response::builder()
-        .header("content-type", "application/json")
-        .header("connection", "keep-alive, x-app-hop")
-        .header("x-app-hop", "must not reach the client")
-        .body(Full::new(Bytes::from(json.to_string())))
-        .unwrap())
+    let mut body = full(Bytes::from(json.to_string()));
+    if grpc {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        body = body
+            .with_trailers(async move { Some(Ok(trailers)) })
+            .boxed();
+    }
+    let mut response = Response::builder().header("content-type", "application/json");
+    if !grpc {
+        response = response
+            .header("connection", "keep-alive, x-app-hop")
+            .header("x-app-hop", "must not reach the client");
+    }
+    Ok(response.body(body).unwrap())
 }
 
 /// palisade's inbound side in front of an app.
@@ -307,6 +326,7 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+    pub trailers: Option<http::HeaderMap>,
 }
 
 impl Reply {
@@ -382,10 +402,12 @@ async fn send_inner(addr: SocketAddr, via: &Via, request: Request<Full<Bytes>>) 
         }
     };
     let (parts, body) = response.into_parts();
+    let collected = body.collect().await.unwrap();
     Reply {
         status: parts.status,
         headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
+        trailers: collected.trailers().cloned(),
+        body: collected.to_bytes(),
     }
 }
 
