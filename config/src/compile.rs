@@ -6,6 +6,7 @@
 //! node; a trie conflict becomes a located diagnostic, never an internal error) and passes on a
 //! [`Loaded`]: the policy, its warnings and the `tests:` for [`check`](crate::check).
 
+mod cover;
 pub(crate) mod rules;
 mod shadow;
 
@@ -17,7 +18,7 @@ use crate::check::{self, TestCase};
 use crate::document::{self, Document, MAX_SOURCE_BYTES, ModeDoc, MtlsDoc};
 use crate::location::{Diagnostic, LoadError, Origin};
 use crate::policy::{Entry, Inner, Mode, MtlsMode, Policy, Route, Rule};
-use crate::template::Template;
+use crate::template::{Segment, Template};
 
 use rules::CompiledRule;
 
@@ -172,6 +173,7 @@ pub(crate) type RouteOf = Vec<Vec<Vec<Option<usize>>>>;
 fn build(rules: &[CompiledRule], diagnostics: &mut Vec<Diagnostic>) -> (Inner, RouteOf) {
     let mut router = matchit::Router::new();
     let mut routes: Vec<Route> = Vec::new();
+    let mut shapes: Vec<Vec<Segment>> = Vec::new();
     // canonical form → (route index, first template, where it was written)
     let mut by_canonical: HashMap<String, (usize, &Template, &Origin)> = HashMap::new();
     let mut prefixes: Vec<(Box<str>, Box<str>)> = Vec::new();
@@ -192,6 +194,7 @@ fn build(rules: &[CompiledRule], diagnostics: &mut Vec<Diagnostic>) -> (Inner, R
                             routes.push(Route {
                                 entries: Vec::new(),
                             });
+                            shapes.push(template.segments().to_vec());
                             Some(routes.len() - 1)
                         }
                         Err(e) => {
@@ -215,6 +218,7 @@ fn build(rules: &[CompiledRule], diagnostics: &mut Vec<Diagnostic>) -> (Inner, R
         route_of.push(rule_routes);
     }
     prefixes.sort();
+    cover::merge(&mut routes, &shapes);
     let inner = Inner {
         router,
         routes,

@@ -21,10 +21,12 @@ use crate::spiffe::{PrincipalPattern, SpiffeId};
 ///
 /// # Security
 ///
-/// Default deny: a request is allowed only when the most specific route template matching its
-/// normalized path carries an entry whose methods include the request's method and whose rule
-/// names the peer. Requests matched by a literal template are not also checked against a
-/// parameter or catch-all template that would match them (routers' "most specific wins").
+/// Default deny: a request is allowed only when a rule names the peer and allows the method on
+/// a template matching the request's normalized path. The trie finds the most specific
+/// matching route; it carries the entries of its own templates and of every template that
+/// covers it (`/admin/{*rest}` covers `/admin/health`), so rules add up as an allowlist
+/// should. Two templates that only partly overlap (`/a/{x}/c`, `/a/b/{y}`) are not merged:
+/// the more specific one (literal before parameter, segment by segment) decides.
 #[derive(Clone)]
 pub struct Policy {
     pub(crate) inner: Arc<Inner>,
@@ -123,6 +125,7 @@ pub(crate) struct Route {
     pub(crate) entries: Vec<Entry>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) rule: usize,
     pub(crate) template: Box<str>,

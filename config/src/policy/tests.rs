@@ -46,6 +46,11 @@ spec:
           paths: ["/healthz"]
     - name: db
       from: { principals: ["spiffe://cluster.local/ns/shop/*"] }
+    - name: items-special
+      from: { principals: ["spiffe://cluster.local/ns/ops/sa/admin"] }
+      to:
+        - methods: [POST]
+          paths: ["/api/v1/items/special", "/files/health"]
   opaquePorts: [5432, 6379]
 "#;
 
@@ -179,6 +184,31 @@ fn decides_a_table_of_requests() {
             &Peer::Unauthenticated,
             "denied: rule catalog-read allows this method on /api/v1/items but not this peer",
         ),
+        // a literal route also answers for the templates covering it: rules add up
+        (
+            "GET",
+            "/api/v1/items/special",
+            &frontend,
+            "allowed by rule catalog-read (route /api/v1/items/{id})",
+        ),
+        (
+            "POST",
+            "/api/v1/items/special",
+            &admin,
+            "allowed by rule items-special (route /api/v1/items/special)",
+        ),
+        (
+            "POST",
+            "/api/v1/items/special",
+            &frontend,
+            "denied: rule items-special allows this method on /api/v1/items/special but not this peer",
+        ),
+        (
+            "GET",
+            "/files/health",
+            &other,
+            "allowed by rule files (route /files/{*rest})",
+        ),
         // methods are case-sensitive
         (
             "get",
@@ -239,7 +269,7 @@ fn exposes_mode_mtls_version_and_rule_count() {
     let p = policy();
     assert_eq!(p.mode(), Mode::Audit);
     assert_eq!(p.mtls(), MtlsMode::Permissive);
-    assert_eq!(p.rule_count(), 7);
+    assert_eq!(p.rule_count(), 8);
     assert_eq!(p.version().len(), 12);
     assert!(p.version().bytes().all(|b| b.is_ascii_hexdigit()));
     let changed = POLICY.replace("/healthz", "/livez");

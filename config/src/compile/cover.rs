@@ -1,0 +1,111 @@
+//! Covering routes: making the trie's "most specific route" answer the union of all rules.
+//!
+//! The route trie returns one route per path, the most specific one (`/admin/health` before
+//! `/admin/{*rest}`). An allowlist means "allowed if any rule allows it", so before the
+//! policy is frozen every route also receives the entries of each route that *covers* it
+//! (matches every path it matches): `/admin/{*rest}` covers `/admin/health`, `/items/{id}`
+//! covers `/items/special`. Covering routes are found by walking a small segment trie of all
+//! routes, following only branches that exist, so this costs about one walk per route.
+
+use std::collections::HashMap;
+
+use crate::policy::Route;
+use crate::template::Segment;
+
+#[derive(Default)]
+struct Node {
+    literals: HashMap<String, usize>,
+    param: Option<usize>,
+    /// The route whose catch-all starts at this depth.
+    catch_all: Option<usize>,
+    /// The route that ends exactly here.
+    route: Option<usize>,
+}
+
+/// Adds to every route the entries of the routes covering it, keeping rule order.
+/// `shapes[r]` are the segments of route `r`.
+pub(super) fn merge(routes: &mut [Route], shapes: &[Vec<Segment>]) {
+    let mut nodes = vec![Node::default()];
+    for (route, segments) in shapes.iter().enumerate() {
+        insert(&mut nodes, route, segments);
+    }
+    let mut merged = Vec::with_capacity(routes.len());
+    let mut covering = Vec::new();
+    for segments in shapes {
+        covering.clear();
+        walk(&nodes, 0, segments, 0, &mut covering);
+        let mut entries: Vec<_> = covering
+            .iter()
+            .flat_map(|&r| routes[r].entries.iter())
+            .cloned()
+            .collect();
+        // First match wins in rule order, whichever template the rule used.
+        entries.sort_by_key(|e| e.rule);
+        merged.push(entries);
+    }
+    for (route, entries) in routes.iter_mut().zip(merged) {
+        route.entries = entries;
+    }
+}
+
+fn insert(nodes: &mut Vec<Node>, route: usize, segments: &[Segment]) {
+    let mut at = 0;
+    for segment in segments {
+        let next = match segment {
+            Segment::Literal(l) => nodes[at].literals.get(l).copied(),
+            Segment::Param(_) => nodes[at].param,
+            Segment::CatchAll(_) => {
+                nodes[at].catch_all = Some(route);
+                return;
+            }
+        };
+        at = match next {
+            Some(n) => n,
+            None => {
+                nodes.push(Node::default());
+                let n = nodes.len() - 1;
+                match segment {
+                    Segment::Literal(l) => {
+                        nodes[at].literals.insert(l.clone(), n);
+                    }
+                    _ => nodes[at].param = Some(n),
+                }
+                n
+            }
+        };
+    }
+    nodes[at].route = Some(route);
+}
+
+/// Collects every route that matches all paths matched by `segments`.
+fn walk(nodes: &[Node], at: usize, segments: &[Segment], i: usize, out: &mut Vec<usize>) {
+    let node = &nodes[at];
+    let rest = &segments[i..];
+    // A catch-all here needs one or more remaining segments; a lone trailing "" is none.
+    if let Some(route) = node.catch_all
+        && !rest.is_empty()
+        && rest != [Segment::Literal(String::new())]
+    {
+        out.push(route);
+    }
+    let Some(segment) = rest.first() else {
+        out.extend(node.route);
+        return;
+    };
+    match segment {
+        Segment::Literal(l) => {
+            if let Some(&n) = node.literals.get(l) {
+                walk(nodes, n, segments, i + 1, out);
+            }
+            if let (false, Some(n)) = (l.is_empty(), node.param) {
+                walk(nodes, n, segments, i + 1, out);
+            }
+        }
+        Segment::Param(_) => {
+            if let Some(n) = node.param {
+                walk(nodes, n, segments, i + 1, out);
+            }
+        }
+        Segment::CatchAll(_) => {}
+    }
+}
