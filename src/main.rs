@@ -6,6 +6,7 @@
 
 mod cmd;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,14 +27,18 @@ enum Command {
     Explain(cmd::explain::Args),
     /// Run a local mesh on 127.0.0.1 with generated certificates and the example policy.
     Demo(cmd::demo::Args),
+    /// Run the sidecar: mutual TLS in, policy enforced, requests forwarded to the app.
+    Proxy(cmd::proxy::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Check(args) => cmd::check::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
     };
     match result {
         Ok(code) => code,
@@ -42,4 +47,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Logs go to stderr as text; `PALISADE_LOG` sets the filter (default `info`), e.g.
+/// `PALISADE_LOG=palisade_proxy=debug`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }

@@ -272,7 +272,13 @@ impl Mesh {
     fn generate(dir: &Path) -> Result<Mesh> {
         let ca = Ca::new(TRUST_DOMAIN)?;
         let options = SvidOptions::default();
-        let server = ca.issue_svid(SERVER_ID, &options)?;
+        // An address SAN lets curl (the --keep instructions) check the server by address;
+        // palisade itself identifies servers by SPIFFE ID only.
+        let server_options = SvidOptions {
+            ip_addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            ..SvidOptions::default()
+        };
+        let server = ca.issue_svid(SERVER_ID, &server_options)?;
         let server_files = write_identity(&dir.join("orders"), &server, ca.bundle_pem())?;
         let server_identity = Identity::load(&server_files)?;
         let mut client_options = ClientOptions::new(TrustDomains::new([TRUST_DOMAIN])?);

@@ -1,0 +1,170 @@
+//! `palisade proxy`: the sidecar itself (inbound side).
+//!
+//! Loads the pod's identity and the policy, binds the inbound listener and serves until
+//! SIGTERM or Ctrl-C, then stops accepting and drains in-flight requests. A bad policy or an
+//! unreadable certificate at start-up ends the process with a non-zero status and says what is
+//! wrong and where.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use palisade_config::{LoadOptions, Policy};
+use palisade_proxy::config::{DEFAULT_LISTEN, InboundConfig};
+use palisade_proxy::inbound::Inbound;
+use palisade_proxy::tls::{Identity, IdentityPaths, TrustDomains, server_config};
+
+/// Arguments of `palisade proxy`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Policy files or directories (a mounted ConfigMap), loaded as one set.
+    #[arg(long = "policy", required = true)]
+    policies: Vec<PathBuf>,
+    /// Inbound listen address.
+    #[arg(long, default_value_t = DEFAULT_LISTEN)]
+    inbound: SocketAddr,
+    /// The app's address (loopback).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    app: SocketAddr,
+    /// App ports that speak h2c (HTTP/2 prior knowledge, e.g. gRPC); repeatable.
+    #[arg(long = "h2c-app-port")]
+    h2c_app_ports: Vec<u16>,
+    /// Directory with the pod's identity: tls.crt (chain), tls.key, ca.crt (trust bundle).
+    #[arg(long, default_value = IdentityPaths::DEFAULT_DIR)]
+    identity_dir: PathBuf,
+    /// Certificate chain file (overrides the one in --identity-dir).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Private key file (overrides the one in --identity-dir).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Trust bundle file (overrides the one in --identity-dir).
+    #[arg(long)]
+    trust_bundle: Option<PathBuf>,
+    /// Accepted peer trust domains (default: the proxy's own); repeatable.
+    #[arg(long = "trust-domain")]
+    trust_domains: Vec<String>,
+    /// Worker threads (1 runs everything on one thread, a pod with one core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    drain: Duration,
+}
+
+pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    let runtime = match args.workers {
+        Some(0) => bail!("--workers must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<ExitCode> {
+    let loaded = match Policy::load(&args.policies, &LoadOptions::default()) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            for diagnostic in &error.diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            bail!("the policy does not load; not starting");
+        }
+    };
+    for warning in &loaded.warnings {
+        tracing::warn!(%warning, "policy warning");
+    }
+    let mut paths = IdentityPaths::in_dir(&args.identity_dir);
+    if let Some(cert) = args.cert {
+        paths.chain = cert;
+    }
+    if let Some(key) = args.key {
+        paths.key = key;
+    }
+    if let Some(bundle) = args.trust_bundle {
+        paths.bundle = bundle;
+    }
+    let identity = Identity::load(&paths).context("loading the pod's identity")?;
+    let trust = if args.trust_domains.is_empty() {
+        TrustDomains::new([identity.trust_domain()])
+    } else {
+        TrustDomains::new(&args.trust_domains)
+    }
+    .context("--trust-domain")?;
+    let tls = server_config(&identity, &trust).context("building the TLS server config")?;
+
+    let policy = loaded.policy;
+    tracing::info!(
+        policy.version = policy.version(),
+        policy.rules = policy.rule_count(),
+        identity = %identity.id(),
+        "policy and identity loaded"
+    );
+    let mut config = InboundConfig::new(policy, tls, identity.id().clone());
+    config.listen = args.inbound;
+    config.app.ip = args.app.ip();
+    config.app.port = args.app.port();
+    config.app.h2c_ports = args.h2c_app_ports;
+    config.timeouts.drain = args.drain;
+    let inbound = Inbound::bind(config)
+        .await
+        .with_context(|| format!("binding {}", args.inbound))?;
+    tracing::info!(listen = %inbound.local_addr(), app = %args.app, "inbound listening");
+    inbound.serve(shutdown_signal()).await;
+    tracing::info!("drained; exiting");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM (what the kubelet sends) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = ctrl_c => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the proxy");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+}
+
+/// Parses `500ms`, `20s`, `2m`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s or m"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
