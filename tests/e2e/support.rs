@@ -6,7 +6,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test, built by cargo for this test run.
-pub fn palisade() -> Command {
+pub(crate) fn palisade() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_palisade"));
     command.current_dir(repo());
     command.env("PALISADE_LOG", "info");
@@ -14,12 +14,12 @@ pub fn palisade() -> Command {
 }
 
 /// The repository root (where `examples/` lives).
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs `command` to completion, killing it after `limit`.
-pub fn run(mut command: Command, limit: Duration) -> Output {
+pub(crate) fn run(mut command: Command, limit: Duration) -> Output {
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = command.spawn().expect("palisade starts");
     let guard = Guard(Some(child));
@@ -43,7 +43,7 @@ fn wait_bounded(mut guard: Guard, limit: Duration) -> Output {
 }
 
 /// Text of stdout and stderr.
-pub fn text(output: &Output) -> (String, String) {
+pub(crate) fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -51,11 +51,11 @@ pub fn text(output: &Output) -> (String, String) {
 }
 
 /// A child process killed (by its PID) when dropped.
-pub struct Guard(pub Option<Child>);
+pub(crate) struct Guard(pub(crate) Option<Child>);
 
 impl Guard {
     /// Sends SIGTERM and waits (bounded) for the exit; returns the output.
-    pub fn terminate(mut self, limit: Duration) -> Output {
+    pub(crate) fn terminate(mut self, limit: Duration) -> Output {
         let child = self.0.as_mut().expect("child");
         let pid = child.id().to_string();
         let status = Command::new("kill")
@@ -78,7 +78,7 @@ impl Drop for Guard {
 
 /// Whether a tool is on PATH. Under `CI=true` a missing tool fails the test; elsewhere the
 /// test skips with a printed reason.
-pub fn require_tool(tool: &str) -> bool {
+pub(crate) fn require_tool(tool: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
@@ -95,7 +95,7 @@ pub fn require_tool(tool: &str) -> bool {
 }
 
 /// Writes `text` to `dir/name` and returns the path.
-pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
     path
