@@ -871,3 +871,99 @@ async fn h2c_apps_get_h2_with_trailers_kept() {
     }
     proxy.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed_but_busy_ones_are_not() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |c| {
+        c.timeouts.idle = Duration::from_millis(300);
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(pki.client(FRONTEND, H2));
+    let tls = connector
+        .connect(palisade_proxy::tls::server_name(proxy.addr.ip()), tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let connection = tokio::spawn(connection);
+    // A request that takes longer than the idle timeout completes.
+    let slow = Request::get("https://orders.shop/api/v1/items")
+        .header("x-oracle-sleep-ms", "700")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(LIMIT, sender.send_request(slow))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    // Then, with nothing in flight, the server closes the connection.
+    let started = std::time::Instant::now();
+    tokio::time::timeout(LIMIT, connection)
+        .await
+        .expect("idle connection closed")
+        .unwrap()
+        .ok();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let stats = proxy.running.stats();
+    for _ in 0..50 {
+        if Stats::get(&stats.connections_open) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(Stats::get(&stats.connections_open), 0);
+    proxy.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(
+        &pki,
+        policy("enforce", "permissive", RAW_RULES),
+        app.addr,
+        |c| {
+            c.limits.max_header_bytes = 16 * 1024;
+            c.limits.max_headers = 20;
+        },
+    )
+    .await;
+    let big = "a".repeat(20 * 1024);
+    let (answer, closed) = raw_exchange(
+        proxy.addr,
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    assert!(closed);
+    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (answer, closed) = raw_exchange(
+        proxy.addr,
+        format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    assert!(closed);
+
+    // h2: the header list limit is advertised and enforced; the app never sees the request.
+    let frontend = Via::Tls(pki.client(FRONTEND, H2));
+    let request = Request::get("/api/v1/items")
+        .header("x-big", big)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let outcome = tokio::time::timeout(LIMIT, try_send(proxy.addr, &frontend, request))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Ok(431));
+    assert_eq!(app.served(), 0);
+    proxy.running.shutdown().await;
+}

@@ -32,6 +32,7 @@ pub mod body;
 pub mod forward;
 pub mod framing;
 pub mod headers;
+mod idle;
 pub mod request_id;
 pub mod respond;
 pub mod serve;

@@ -8,6 +8,7 @@
 //! after the current response; h2: GOAWAY), waits up to the drain timeout, then drops what
 //! is left.
 
+use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +22,12 @@ use tokio::task::JoinSet;
 
 use super::authorize::PeerDisplay;
 use super::forward::ErrorChain;
+use super::idle::{Activity, TrackedBody};
 use super::stats::Stats;
 use super::{Shared, stack};
 use crate::detect::{DetectError, Protocol, detect};
 use crate::listen::{Accepted, Listener, OrigDst};
+use crate::tls::HandshakeFailure;
 
 /// A connection whose peer is known: after a TLS handshake, or plaintext in permissive mode.
 struct Handshaken<I> {
@@ -50,7 +53,7 @@ enum HttpVersion {
 enum ConnectionError {
     #[error("cannot detect the protocol")]
     Detect(#[source] DetectError),
-    #[error("tls handshake failed")]
+    #[error("tls handshake failed ({})", HandshakeFailure::of_io(.0).as_label())]
     Handshake(#[source] io::Error),
     #[error("tls handshake did not complete within {0:?}")]
     HandshakeTimeout(Duration),
@@ -120,8 +123,20 @@ async fn serve_connection(
 ) {
     let remote = accepted.remote.0;
     Stats::incr(&shared.stats.connections_open);
-    if let Err(error) = connection(accepted, &shared, shutdown).await {
-        tracing::debug!(client.addr = %remote, error = %ErrorChain(&error), "connection ended");
+    match connection(accepted, &shared, shutdown).await {
+        Ok(()) => {}
+        // Refused peers are worth a line at the default level; hang-ups are not.
+        Err(
+            error @ (ConnectionError::Handshake(_)
+            | ConnectionError::HandshakeTimeout(_)
+            | ConnectionError::NoPeerIdentity
+            | ConnectionError::NotAdmitted(_)),
+        ) => {
+            tracing::info!(client.addr = %remote, error = %ErrorChain(&error), "connection refused");
+        }
+        Err(error) => {
+            tracing::debug!(client.addr = %remote, error = %ErrorChain(&error), "connection ended");
+        }
     }
     Stats::decr(&shared.stats.connections_open);
 }
@@ -256,7 +271,18 @@ where
         dst,
     } = handshaken;
     let stack = stack::build(shared, peer, dst);
-    let service = hyper::service::service_fn(move |request| stack::call(stack.clone(), request));
+    let activity = Activity::new();
+    let service = hyper::service::service_fn({
+        let activity = activity.clone();
+        move |request| {
+            let in_flight = activity.begin();
+            let stack = stack.clone();
+            async move {
+                let response = stack::call(stack, request).await?;
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+            }
+        }
+    });
     let builder = match http {
         HttpVersion::H2 => shared.http.clone().http2_only(),
         HttpVersion::Http1 => shared.http.clone().http1_only(),
@@ -266,7 +292,11 @@ where
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => return result.map_err(ConnectionError::Http),
-        () = stopped(&mut shutdown) => connection.as_mut().graceful_shutdown(),
+        () = stopped(&mut shutdown) => {}
+        () = activity.idle(shared.config.timeouts.idle) => {
+            tracing::debug!("closing idle connection");
+        }
     }
+    connection.as_mut().graceful_shutdown();
     connection.await.map_err(ConnectionError::Http)
 }

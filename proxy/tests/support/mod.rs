@@ -525,3 +525,32 @@ pub async fn curl(
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// Like [`send`] over h2, but reports a failed exchange instead of panicking.
+pub async fn try_send(
+    addr: SocketAddr,
+    via: &Via,
+    mut request: Request<Full<Bytes>>,
+) -> Result<u16, String> {
+    let Via::Tls(config) = via else {
+        return Err("try_send speaks h2 over TLS only".to_owned());
+    };
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(config.clone());
+    let tls = connector
+        .connect(server_name(addr.ip()), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let uri = format!("https://orders.shop{}", request.uri());
+    *request.uri_mut() = uri.parse().unwrap();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(response.status().as_u16())
+}
