@@ -5,8 +5,8 @@
 //! [`RequestTarget`](palisade_config::RequestTarget) (the normalized path that was checked
 //! and the original query) and nothing else. Passes back the app's response (hop-by-hop
 //! fields removed, trailers kept), or an error that [`respond`](super::respond) turns into
-//! 502 (refused, or failed mid-way), 503 (no connection within the connect timeout) or 504
-//! (no response within the response timeout).
+//! 502 (refused, or failed mid-way), 503 (no connection within the connect timeout), 504
+//! (no response within the response timeout) or 408 (the client's body stalled).
 //!
 //! HTTP/1.1 requests allowed to upgrade (WebSocket) are tunnelled: after the app answers
 //! `101 Switching Protocols`, bytes are copied both ways until either side closes.
@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use palisade_config::RequestTarget;
 
 use super::authorize::{Authorized, PeerDisplay};
-use super::body::ProgressBody;
+use super::body::{BodyError, ProgressBody};
 use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
 use super::respond::reject;
 use super::stats::Stats;
@@ -47,6 +47,9 @@ pub enum ForwardError {
     /// No response headers within the response timeout.
     #[error("app did not answer within {0:?}")]
     ResponseTimeout(Duration),
+    /// The client stopped sending its request body (slow POST).
+    #[error("request body stalled")]
+    BodyStalled(#[source] hyper_util::client::legacy::Error),
     /// The checked target does not form a valid URI (nothing was sent).
     #[error("normalized target is not a valid uri")]
     InvalidTarget(#[source] http::Error),
@@ -203,9 +206,17 @@ fn upstream_uri(dst: OrigDst, target: RequestTarget) -> Result<Uri, http::Error>
         .build()
 }
 
-/// Tells a refused connection from a connect timeout from a failed exchange.
+/// Tells a refused connection from a connect timeout from a stalled client body from a
+/// failed exchange.
 fn classify(error: hyper_util::client::legacy::Error) -> ForwardError {
     if !error.is_connect() {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(cause) = source {
+            if let Some(BodyError::Stalled(_)) = cause.downcast_ref::<BodyError>() {
+                return ForwardError::BodyStalled(error);
+            }
+            source = cause.source();
+        }
         return ForwardError::Upstream(error);
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);

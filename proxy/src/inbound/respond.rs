@@ -24,6 +24,8 @@ pub(crate) enum Rejection {
     BadRequest,
     /// Ambiguous HTTP/1 message framing: 400, and the connection is closed.
     BadFraming,
+    /// The client stopped sending its request body: 408.
+    RequestTimeout,
     /// The app refused the connection or failed mid-response: 502.
     BadGateway,
     /// The app did not accept a connection in time: 503.
@@ -39,6 +41,7 @@ impl Rejection {
         match self {
             Rejection::Forbidden => StatusCode::FORBIDDEN,
             Rejection::BadRequest | Rejection::BadFraming => StatusCode::BAD_REQUEST,
+            Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::BadGateway => StatusCode::BAD_GATEWAY,
             Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -49,6 +52,7 @@ impl Rejection {
         match self {
             Rejection::Forbidden => "forbidden",
             Rejection::BadRequest | Rejection::BadFraming => "bad_request",
+            Rejection::RequestTimeout => "request_timeout",
             Rejection::BadGateway => "bad_gateway",
             Rejection::Unavailable => "service_unavailable",
             Rejection::GatewayTimeout => "gateway_timeout",
@@ -81,6 +85,7 @@ impl From<&ForwardError> for Rejection {
             ForwardError::ConnectTimeout => Rejection::Unavailable,
             ForwardError::ResponseTimeout(_) => Rejection::GatewayTimeout,
             ForwardError::InvalidTarget(_) => Rejection::BadRequest,
+            ForwardError::BodyStalled(_) => Rejection::RequestTimeout,
         }
     }
 }
@@ -103,7 +108,8 @@ pub(crate) fn reject(
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(super::headers::X_REQUEST_ID, request_id.header_value());
-    let closes = matches!(rejection, Rejection::BadFraming);
+    // After bad framing or a stalled body the rest of the byte stream cannot be trusted.
+    let closes = matches!(rejection, Rejection::BadFraming | Rejection::RequestTimeout);
     if closes && version < Version::HTTP_2 {
         headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }

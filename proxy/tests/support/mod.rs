@@ -554,3 +554,15 @@ pub async fn try_send(
         .map_err(|e| format!("{e:?}"))?;
     Ok(response.status().as_u16())
 }
+
+/// Waits (at most a second) for `condition`, for counters a server task updates just after
+/// the client has seen the outcome.
+pub async fn eventually(condition: impl Fn() -> bool) -> bool {
+    for _ in 0..50 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
