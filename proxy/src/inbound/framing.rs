@@ -18,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HeaderMap, TRANSFER_ENCODING};
 use http::{Method, Request, Response, Version};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -102,7 +102,20 @@ where
 
 /// The checks, in the order a reader of the request head would notice the problem.
 fn check(request: &Request<Incoming>) -> Result<(), AmbiguousFraming> {
-    let headers = request.headers();
+    check_head(
+        request.version(),
+        request.method(),
+        request.headers(),
+        request.body().is_end_stream(),
+    )
+}
+
+fn check_head(
+    version: Version,
+    method: &Method,
+    headers: &HeaderMap,
+    body_ended: bool,
+) -> Result<(), AmbiguousFraming> {
     let mut te = headers.get_all(TRANSFER_ENCODING).iter();
     let has_te = match (te.next(), te.next()) {
         (None, _) => false,
@@ -113,7 +126,7 @@ fn check(request: &Request<Incoming>) -> Result<(), AmbiguousFraming> {
             ));
         }
     };
-    if has_te && request.version() < Version::HTTP_11 {
+    if has_te && version < Version::HTTP_11 {
         return Err(AmbiguousFraming("transfer-encoding in an HTTP/1.0 request"));
     }
     let mut cl = headers.get_all(CONTENT_LENGTH).iter();
@@ -122,6 +135,7 @@ fn check(request: &Request<Incoming>) -> Result<(), AmbiguousFraming> {
         (Some(value), None) => Some(
             std::str::from_utf8(value.as_bytes())
                 .ok()
+                .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|text| text.parse::<u64>().ok())
                 .ok_or(AmbiguousFraming("content-length is not one number"))?,
         ),
@@ -132,11 +146,155 @@ fn check(request: &Request<Incoming>) -> Result<(), AmbiguousFraming> {
             "both content-length and transfer-encoding",
         ));
     }
-    let bodyless = request.method() == Method::GET || request.method() == Method::HEAD;
-    let has_body =
-        has_te || content_length.is_some_and(|n| n > 0) || !request.body().is_end_stream();
+    let bodyless = method == Method::GET || method == Method::HEAD;
+    let has_body = has_te || content_length.is_some_and(|n| n > 0) || !body_ended;
     if bodyless && has_body {
         return Err(AmbiguousFraming("GET or HEAD with a body"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Method, version, header fields, whether the body has ended, expected rejection.
+    type Case = (
+        &'static str,
+        Version,
+        &'static [(&'static str, &'static str)],
+        bool,
+        Option<&'static str>,
+    );
+
+    #[test]
+    fn framing_table() {
+        let cases: &[Case] = &[
+            ("GET", Version::HTTP_11, &[], true, None),
+            (
+                "GET",
+                Version::HTTP_11,
+                &[("content-length", "0")],
+                true,
+                None,
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("content-length", "5")],
+                false,
+                None,
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("transfer-encoding", "chunked")],
+                false,
+                None,
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("transfer-encoding", "CHUNKED")],
+                false,
+                None,
+            ),
+            ("POST", Version::HTTP_2, &[], false, None),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("transfer-encoding", "gzip, chunked")],
+                false,
+                Some("transfer-encoding other than exactly chunked"),
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                false,
+                Some("transfer-encoding other than exactly chunked"),
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("transfer-encoding", " chunked")],
+                false,
+                Some("transfer-encoding other than exactly chunked"),
+            ),
+            (
+                "POST",
+                Version::HTTP_10,
+                &[("transfer-encoding", "chunked")],
+                false,
+                Some("transfer-encoding in an HTTP/1.0 request"),
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("content-length", "5"), ("content-length", "5")],
+                false,
+                Some("several content-length fields"),
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("content-length", "5, 5")],
+                false,
+                Some("content-length is not one number"),
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("content-length", "+5")],
+                false,
+                Some("content-length is not one number"),
+            ),
+            (
+                "POST",
+                Version::HTTP_11,
+                &[("content-length", "5"), ("transfer-encoding", "chunked")],
+                false,
+                Some("both content-length and transfer-encoding"),
+            ),
+            (
+                "GET",
+                Version::HTTP_11,
+                &[("content-length", "1")],
+                false,
+                Some("GET or HEAD with a body"),
+            ),
+            (
+                "HEAD",
+                Version::HTTP_11,
+                &[("transfer-encoding", "chunked")],
+                false,
+                Some("GET or HEAD with a body"),
+            ),
+            (
+                "GET",
+                Version::HTTP_2,
+                &[],
+                false,
+                Some("GET or HEAD with a body"),
+            ),
+        ];
+        for (method, version, fields, body_ended, expected) in cases {
+            let mut headers = HeaderMap::new();
+            for (name, value) in *fields {
+                headers.append(
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_static(value),
+                );
+            }
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let got = check_head(*version, &method, &headers, *body_ended)
+                .err()
+                .map(|e| e.0);
+            assert_eq!(got, *expected, "{method} {version:?} {fields:?}");
+        }
+    }
 }

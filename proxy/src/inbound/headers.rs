@@ -195,3 +195,57 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(TE);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in fields {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn strips_hop_by_hop_fields_and_those_connection_names() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-private, host"),
+            ("connection", "x-other"),
+            ("x-private", "1"),
+            ("x-other", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic eA=="),
+            ("transfer-encoding", "chunked"),
+            ("trailer", "x-checksum"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+            ("te", "gzip"),
+            ("host", "orders.shop"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn keeps_te_trailers_only() {
+        for (te, kept) in [
+            (&[("te", "trailers")][..], true),
+            (&[("te", "TRAILERS")][..], true),
+            (&[("te", "trailers, gzip")][..], false),
+            (&[("te", "trailers"), ("te", "gzip")][..], false),
+        ] {
+            let mut headers = map(te);
+            strip_hop_by_hop(&mut headers);
+            assert_eq!(headers.contains_key(TE), kept, "{te:?}");
+        }
+    }
+}
