@@ -77,13 +77,24 @@ pub(crate) fn from_sources(
     opts: &LoadOptions,
 ) -> Result<Loaded, LoadError> {
     let mut diagnostics = Vec::new();
+    let mut warnings = Vec::new();
     let mut documents = Vec::new();
     for (name, text) in sources {
         let (docs, diags) = document::parse(name, text);
+        if docs.is_empty() && diags.is_empty() {
+            warnings.push(
+                Origin {
+                    file: Arc::from(name.as_str()),
+                    line: 1,
+                    column: 1,
+                    field: String::new(),
+                }
+                .warning("no policy documents in this source"),
+            );
+        }
         documents.extend(docs);
         diagnostics.extend(diags);
     }
-    let mut warnings = Vec::new();
     let (mode, mtls) = agree_on_modes(&documents, &mut diagnostics);
     let rules = rules::validate(&documents, mtls, opts, &mut diagnostics, &mut warnings);
     let opaque_ports = rules::opaque_ports(&documents, &mut diagnostics);
