@@ -1,7 +1,12 @@
 //! Adversarial table and property tests for [`normalize`].
 
-use super::*;
+use std::path::Path;
+
 use NormalizeError::*;
+use proptest::test_runner::TestCaseError;
+use proptest::{prop_assert, prop_assert_eq};
+
+use super::*;
 
 /// What a case expects: the canonical path and query, or the exact error.
 enum Expect {
@@ -434,58 +439,82 @@ fn error_messages_are_lower_case_without_trailing_period() {
     }
 }
 
+#[test]
+fn replays_fuzz_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/normalize");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut replayed = 0;
+    for entry in entries {
+        let path = entry
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .path();
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let target = String::from_utf8_lossy(&bytes);
+        if let Err(failure) = check_target(&target) {
+            panic!("{}: {failure}", path.display());
+        }
+        replayed += 1;
+    }
+    assert!(
+        replayed >= 20,
+        "only {replayed} corpus inputs in {}",
+        dir.display()
+    );
+}
+
+/// Checks every property the module documentation promises for an accepted output.
+fn assert_canonical(path: &str) -> Result<(), TestCaseError> {
+    prop_assert!(path.starts_with('/'), "{path:?}");
+    prop_assert!(!path.contains("//"), "{path:?}");
+    prop_assert!(!path.contains("/./"), "{path:?}");
+    prop_assert!(!path.contains("/../"), "{path:?}");
+    prop_assert!(!path.ends_with("/."), "{path:?}");
+    prop_assert!(!path.ends_with("/.."), "{path:?}");
+    let upper = path.to_ascii_uppercase();
+    prop_assert!(!upper.contains("%2F"), "{path:?}");
+    prop_assert!(!upper.contains("%5C"), "{path:?}");
+    prop_assert!(!upper.contains("%00"), "{path:?}");
+    prop_assert!(
+        !path
+            .bytes()
+            .any(|b| b.is_ascii_control() || b >= 0x80 || matches!(b, b' ' | b'#' | b'?' | b'\\')),
+        "{path:?}"
+    );
+    let bytes = path.as_bytes();
+    for (i, _) in path.match_indices('%') {
+        let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
+        prop_assert!(
+            hex.len() == 2
+                && hex
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()),
+            "escape at {i} in {path:?}"
+        );
+        // Unreserved characters are never left encoded.
+        let decoded = decode_escape(bytes, i);
+        prop_assert!(decoded.is_some_and(|d| !is_unreserved(d)), "{path:?}");
+    }
+    Ok(())
+}
+
+fn check_target(target: &str) -> Result<(), TestCaseError> {
+    if let Ok(normalized) = normalize(target) {
+        let path = normalized.path().as_str();
+        assert_canonical(path)?;
+        let again = normalize(path);
+        prop_assert_eq!(again.as_ref().map(|t| t.path()), Ok(normalized.path()));
+        prop_assert_eq!(again.as_ref().map(|t| t.query()), Ok(None));
+        if let Some((_, query)) = target.split_once('?') {
+            prop_assert_eq!(normalized.query(), Some(query));
+        }
+    }
+    Ok(())
+}
+
 mod properties {
-    use super::*;
     use proptest::prelude::*;
 
-    /// Checks every property the module documentation promises for an accepted output.
-    fn assert_canonical(path: &str) -> Result<(), TestCaseError> {
-        prop_assert!(path.starts_with('/'), "{path:?}");
-        prop_assert!(!path.contains("//"), "{path:?}");
-        prop_assert!(!path.contains("/./"), "{path:?}");
-        prop_assert!(!path.contains("/../"), "{path:?}");
-        prop_assert!(!path.ends_with("/."), "{path:?}");
-        prop_assert!(!path.ends_with("/.."), "{path:?}");
-        let upper = path.to_ascii_uppercase();
-        prop_assert!(!upper.contains("%2F"), "{path:?}");
-        prop_assert!(!upper.contains("%5C"), "{path:?}");
-        prop_assert!(!upper.contains("%00"), "{path:?}");
-        prop_assert!(
-            !path.bytes().any(|b| b.is_ascii_control()
-                || b >= 0x80
-                || matches!(b, b' ' | b'#' | b'?' | b'\\')),
-            "{path:?}"
-        );
-        let bytes = path.as_bytes();
-        for (i, _) in path.match_indices('%') {
-            let hex = bytes.get(i + 1..i + 3).unwrap_or_default();
-            prop_assert!(
-                hex.len() == 2
-                    && hex
-                        .iter()
-                        .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()),
-                "escape at {i} in {path:?}"
-            );
-            // Unreserved characters are never left encoded.
-            let decoded = decode_escape(bytes, i);
-            prop_assert!(decoded.is_some_and(|d| !is_unreserved(d)), "{path:?}");
-        }
-        Ok(())
-    }
-
-    fn check_target(target: &str) -> Result<(), TestCaseError> {
-        if let Ok(normalized) = normalize(target) {
-            let path = normalized.path().as_str();
-            assert_canonical(path)?;
-            let again = normalize(path);
-            prop_assert_eq!(again.as_ref().map(|t| t.path()), Ok(normalized.path()));
-            prop_assert_eq!(again.as_ref().map(|t| t.query()), Ok(None));
-            if let Some((_, query)) = target.split_once('?') {
-                prop_assert_eq!(normalized.query(), Some(query));
-            }
-        }
-        Ok(())
-    }
+    use super::*;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]

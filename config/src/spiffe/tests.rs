@@ -333,6 +333,34 @@ fn error_messages_are_lower_case_without_trailing_period() {
     }
 }
 
+#[test]
+fn replays_fuzz_corpus() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/spiffe");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut replayed = 0;
+    for entry in entries {
+        let path = entry
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .path();
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let input = String::from_utf8_lossy(&bytes);
+        if let Ok(parsed) = SpiffeId::parse(&input) {
+            assert_eq!(parsed.as_str(), input, "{}", path.display());
+            assert!(PrincipalPattern::Exact(parsed.clone()).matches(&parsed));
+        }
+        if let Ok(parsed) = PrincipalPattern::parse(&input) {
+            assert_eq!(parsed.to_string(), input, "{}", path.display());
+            assert!(parsed.covers(&parsed), "{}", path.display());
+        }
+        replayed += 1;
+    }
+    assert!(
+        replayed >= 10,
+        "only {replayed} corpus inputs in {}",
+        dir.display()
+    );
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
