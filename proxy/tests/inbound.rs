@@ -1041,3 +1041,82 @@ async fn serve_runs_until_its_shutdown_future_completes() {
     tokio::time::timeout(LIMIT, server).await.unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// One raw h2 frame: 9-byte header, then the payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The error code of the first GOAWAY frame in `bytes`, a run of raw h2 frames.
+fn goaway_code(bytes: &[u8]) -> Option<u32> {
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let len = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        let kind = bytes[at + 3];
+        let payload = bytes.get(at + 9..at + 9 + len)?;
+        if kind == 0x7 {
+            return Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+        }
+        at += 9 + len;
+    }
+    None
+}
+
+/// MadeYouReset (CVE-2025-8671): requests that make the *server* reset their streams (here
+/// conflicting `content-length` fields, a stream error) must end in GOAWAY
+/// ENHANCE_YOUR_CALM, not in an endless run of resets.
+#[tokio::test]
+async fn h2_server_side_reset_flood_is_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |c| {
+        c.limits.h2_max_local_error_reset_streams = 10;
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(pki.client(FRONTEND, H2));
+    let tls = connector
+        .connect(palisade_proxy::tls::server_name(proxy.addr.ip()), tcp)
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let received = tokio::spawn(async move {
+        let mut bytes = Vec::new();
+        let _ = tokio::time::timeout(LIMIT, reader.read_to_end(&mut bytes)).await;
+        bytes
+    });
+    writer
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    writer.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
+    let mut sent = 0;
+    for stream in (1..2_000u32).step_by(2) {
+        // Static-table `GET`, `https`, `/`, then `content-length: 1` and `content-length: 2`
+        // (literal, indexed name 28): a stream error the server answers with RST_STREAM.
+        let block = [
+            0x82, 0x87, 0x84, 0x0f, 0x0d, 0x01, b'1', 0x0f, 0x0d, 0x01, b'2',
+        ];
+        let burst = h2_frame(0x1, 0x4 | 0x1, stream, &block);
+        if writer.write_all(&burst).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let bytes = received.await.unwrap();
+    assert_eq!(
+        goaway_code(&bytes),
+        Some(0xb),
+        "sent {sent} streams, got {} bytes",
+        bytes.len()
+    );
+    assert!(app.served() < 100);
+    proxy.running.shutdown().await;
+}

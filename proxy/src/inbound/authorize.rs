@@ -34,7 +34,7 @@ pub struct Authorized {
     /// The request as received; its URI is never forwarded.
     pub(crate) request: Request<Incoming>,
     /// Who sent it.
-    pub(crate) peer: Peer,
+    pub(crate) peer: Arc<Peer>,
     /// Its ID.
     pub(crate) id: RequestId,
 }
@@ -53,7 +53,7 @@ pub struct Malformed(#[source] NormalizeError);
 #[derive(Clone)]
 pub(crate) struct AuthorizeLayer {
     policy: Arc<ArcSwap<Policy>>,
-    peer: Peer,
+    peer: Arc<Peer>,
     stats: Arc<Stats>,
 }
 
@@ -76,7 +76,7 @@ impl AuthorizeLayer {
     pub(crate) fn new(policy: Arc<ArcSwap<Policy>>, peer: Peer, stats: Arc<Stats>) -> Self {
         Self {
             policy,
-            peer,
+            peer: Arc::new(peer),
             stats,
         }
     }

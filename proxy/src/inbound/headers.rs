@@ -23,7 +23,6 @@
 //!   from the h2 `:authority` when the request had no `host` field.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{
@@ -55,56 +54,64 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Fields a client could use to impersonate someone or redirect the app's routing.
-const SPOOFABLE: [&str; 29] = [
-    "x-forwarded-client-cert",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-path",
-    "x-forwarded-uri",
-    "forwarded",
-    "x-real-ip",
-    "x-client-ip",
-    "x-envoy-original-path",
-    "x-envoy-peer-metadata",
-    "x-envoy-peer-metadata-id",
-    "x-envoy-internal",
-    "x-envoy-external-address",
-    "x-envoy-original-dst-host",
-    "x-ssl-client-cert",
-    "x-client-cert",
-    "ssl-client-cert",
-    "x-client-verify",
-    "x-spiffe-id",
-    "x-request-id",
-    "x-original-method",
+const SPOOFABLE: [HeaderName; 29] = [
+    HeaderName::from_static("x-forwarded-client-cert"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-path"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("x-envoy-original-path"),
+    HeaderName::from_static("x-envoy-peer-metadata"),
+    HeaderName::from_static("x-envoy-peer-metadata-id"),
+    HeaderName::from_static("x-envoy-internal"),
+    HeaderName::from_static("x-envoy-external-address"),
+    HeaderName::from_static("x-envoy-original-dst-host"),
+    HeaderName::from_static("x-ssl-client-cert"),
+    HeaderName::from_static("x-client-cert"),
+    HeaderName::from_static("ssl-client-cert"),
+    HeaderName::from_static("x-client-verify"),
+    HeaderName::from_static("x-spiffe-id"),
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("x-original-method"),
 ];
 
 /// Layer for [`Headers`].
 #[derive(Clone, Debug)]
 pub(crate) struct HeadersLayer {
-    own_id: Arc<SpiffeId>,
+    xfcc: Option<HeaderValue>,
 }
 
 /// Rewrites request headers, then calls the inner service.
 #[derive(Clone, Debug)]
 pub(crate) struct Headers<S> {
     inner: S,
-    own_id: Arc<SpiffeId>,
+    /// `By=<own id>;URI=<peer id>`, the same for every request of the connection; `None`
+    /// for an unauthenticated peer.
+    xfcc: Option<HeaderValue>,
 }
 
 // === impl HeadersLayer ===
 
 impl HeadersLayer {
-    pub(crate) fn new(own_id: Arc<SpiffeId>) -> Self {
-        Self { own_id }
+    /// Headers for requests from `peer` to this proxy, `own_id`.
+    pub(crate) fn new(own_id: &SpiffeId, peer: &Peer) -> Self {
+        let xfcc = match peer {
+            // SPIFFE IDs are visible ASCII: always a valid header value.
+            Peer::Spiffe(peer) => HeaderValue::try_from(format!("By={own_id};URI={peer}")).ok(),
+            Peer::Unauthenticated => None,
+        };
+        Self { xfcc }
     }
 }
 
@@ -114,7 +121,7 @@ impl<S> tower::Layer<S> for HeadersLayer {
     fn layer(&self, inner: S) -> Headers<S> {
         Headers {
             inner,
-            own_id: self.own_id.clone(),
+            xfcc: self.xfcc.clone(),
         }
     }
 }
@@ -144,7 +151,7 @@ where
             None
         };
         strip_hop_by_hop(headers);
-        for name in SPOOFABLE {
+        for name in &SPOOFABLE {
             headers.remove(name);
         }
         if let Some(protocol) = upgrade_to {
@@ -157,14 +164,8 @@ where
         {
             headers.insert(HOST, value);
         }
-        if let Peer::Spiffe(peer) = &authorized.peer
-            && let Ok(value) = HeaderValue::from_str(&format!(
-                "By={};URI={}",
-                self.own_id.as_str(),
-                peer.as_str()
-            ))
-        {
-            headers.insert(X_FORWARDED_CLIENT_CERT, value);
+        if let Some(xfcc) = &self.xfcc {
+            headers.insert(X_FORWARDED_CLIENT_CERT, xfcc.clone());
         }
         headers.insert(X_REQUEST_ID, authorized.id.header_value());
         Box::pin(self.inner.call(authorized))

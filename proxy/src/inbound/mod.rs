@@ -20,7 +20,6 @@ use http::Response;
 use http_body_util::combinators::BoxBody;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use palisade_config::SpiffeId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -77,7 +76,6 @@ pub enum InboundError {
 /// What every connection of one [`Inbound`] shares.
 pub(crate) struct Shared {
     pub(crate) config: InboundConfig,
-    pub(crate) own_id: Arc<SpiffeId>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) ids: Arc<request_id::RequestIds>,
     pub(crate) http: auto::Builder<TokioExecutor>,
@@ -94,7 +92,6 @@ impl Inbound {
             .map_err(InboundError::Listen)?;
         let local_addr = listener.local_addr().map_err(InboundError::LocalAddr)?;
         let shared = Arc::new(Shared {
-            own_id: Arc::new(config.own_id.clone()),
             stats: Arc::new(Stats::default()),
             ids: Arc::new(request_id::RequestIds::new()),
             http: http_builder(&config),

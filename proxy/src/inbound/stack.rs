@@ -29,6 +29,7 @@ pub(crate) type Stack = SetRequestId<Framing<Authorize<Headers<Forward>>>>;
 pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst) -> Stack {
     let config = &shared.config;
     let h2c = config.app.speaks_h2c(dst.0.port());
+    let headers = HeadersLayer::new(&config.own_id, &peer);
     ServiceBuilder::new()
         .layer(RequestIdLayer::new(shared.ids.clone()))
         .layer(FramingLayer::new(shared.stats.clone()))
@@ -37,7 +38,7 @@ pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst) -> Stack {
             peer,
             shared.stats.clone(),
         ))
-        .layer(HeadersLayer::new(shared.own_id.clone()))
+        .layer(headers)
         .service(Forward::new(
             &shared.clients,
             dst,
