@@ -1120,3 +1120,21 @@ async fn h2_server_side_reset_flood_is_bounded() {
     assert!(app.served() < 100);
     proxy.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn silent_tls_clients_are_cut_off_by_the_handshake_timeout() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |c| {
+        c.timeouts.handshake = Duration::from_millis(300);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    // Half a ClientHello record header, then silence.
+    let (_, closed) = raw_exchange(proxy.addr, &[0x16, 0x03, 0x01]).await;
+    assert!(closed);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let stats = proxy.running.stats();
+    assert!(eventually(|| Stats::get(&stats.handshake_failures) == 1).await);
+    proxy.running.shutdown().await;
+}

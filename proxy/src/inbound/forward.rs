@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::UPGRADE;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
@@ -70,7 +70,8 @@ pub(crate) struct Clients {
 pub(crate) struct Forward {
     client: Client<HttpConnector, ProgressBody>,
     version: Version,
-    dst: OrigDst,
+    /// `<app ip>:<port>`, parsed once per connection.
+    authority: Authority,
     body_progress: Duration,
     response_timeout: Duration,
     stats: Arc<Stats>,
@@ -109,10 +110,13 @@ impl Forward {
         } else {
             (clients.http1.clone(), Version::HTTP_11)
         };
+        // A socket address always forms a valid authority.
+        let authority = Authority::try_from(dst.0.to_string())
+            .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
         Self {
             client,
             version,
-            dst,
+            authority,
             body_progress: timeouts.body_progress,
             response_timeout: timeouts.upstream_response,
             stats,
@@ -153,7 +157,7 @@ impl Forward {
         *upstream.method_mut() = parts.method;
         *upstream.headers_mut() = parts.headers;
         *upstream.version_mut() = self.version;
-        *upstream.uri_mut() = match upstream_uri(self.dst, target) {
+        *upstream.uri_mut() = match upstream_uri(&self.authority, target) {
             Ok(uri) => uri,
             Err(error) => {
                 let error = ForwardError::InvalidTarget(error);
@@ -193,7 +197,7 @@ impl Forward {
 }
 
 /// `http://<app>/<normalized path>[?<original query>]`: the only way a path reaches the app.
-fn upstream_uri(dst: OrigDst, target: RequestTarget) -> Result<Uri, http::Error> {
+fn upstream_uri(authority: &Authority, target: RequestTarget) -> Result<Uri, http::Error> {
     let (path, query) = target.into_parts();
     let path_and_query = match query {
         Some(query) => PathAndQuery::try_from(format!("{path}?{query}"))?,
@@ -201,7 +205,7 @@ fn upstream_uri(dst: OrigDst, target: RequestTarget) -> Result<Uri, http::Error>
     };
     Uri::builder()
         .scheme(Scheme::HTTP)
-        .authority(dst.0.to_string())
+        .authority(authority.clone())
         .path_and_query(path_and_query)
         .build()
 }
