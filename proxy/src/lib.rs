@@ -11,4 +11,5 @@ pub mod detect;
 pub mod inbound;
 pub mod listen;
 pub mod pki;
+pub mod reload;
 pub mod tls;
