@@ -3,7 +3,9 @@
 //! Loads the pod's identity and the policy, binds the inbound listener and serves until
 //! SIGTERM or Ctrl-C, then stops accepting and drains in-flight requests. A bad policy or an
 //! unreadable certificate at start-up ends the process with a non-zero status and says what is
-//! wrong and where.
+//! wrong and where. While serving, policy and identity files are reloaded when they change,
+//! every `--reload-interval` and on SIGHUP (see docs/reload.md); a bad file on reload keeps
+//! the last good one in force.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,10 +13,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use palisade_config::{LoadOptions, Policy};
-use palisade_proxy::config::{DEFAULT_LISTEN, InboundConfig};
+use palisade_proxy::config::DEFAULT_LISTEN;
 use palisade_proxy::inbound::Inbound;
-use palisade_proxy::tls::{Identity, IdentityPaths, TrustDomains, server_config};
+use palisade_proxy::reload::{InitialLoadError, ReloadConfig, Reloader};
+use palisade_proxy::tls::{IdentityPaths, TrustDomains};
 
 /// Arguments of `palisade proxy`.
 #[derive(Debug, clap::Args)]
@@ -31,6 +33,27 @@ pub(crate) struct Args {
     /// App ports that speak h2c (HTTP/2 prior knowledge, e.g. gRPC); repeatable.
     #[arg(long = "h2c-app-port")]
     h2c_app_ports: Vec<u16>,
+    // Boxed: these paths are most of the struct's size, which `Command` carries inline.
+    #[command(flatten)]
+    identity: Box<IdentityArgs>,
+    /// Worker threads (1 runs everything on one thread, a pod with one core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Time in-flight requests get to finish after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    drain: Duration,
+    /// Re-check the policy and identity files this often, in addition to watching them
+    /// (heals a missed change); `0` turns the re-check off.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    reload_interval: Duration,
+    /// Load the policy and identity once: no watching, no re-check, no SIGHUP handling.
+    #[arg(long)]
+    no_reload: bool,
+}
+
+/// Where the pod's identity is, and whom it accepts.
+#[derive(Debug, clap::Args)]
+struct IdentityArgs {
     /// Directory with the pod's identity: tls.crt (chain), tls.key, ca.crt (trust bundle).
     #[arg(long, default_value = IdentityPaths::DEFAULT_DIR)]
     identity_dir: PathBuf,
@@ -46,12 +69,6 @@ pub(crate) struct Args {
     /// Accepted peer trust domains (default: the proxy's own); repeatable.
     #[arg(long = "trust-domain")]
     trust_domains: Vec<String>,
-    /// Worker threads (1 runs everything on one thread, a pod with one core).
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Time in-flight requests get to finish after SIGTERM.
-    #[arg(long, default_value = "20s", value_parser = parse_duration)]
-    drain: Duration,
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
@@ -73,45 +90,46 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
 }
 
 async fn serve(args: Args) -> Result<ExitCode> {
-    let loaded = match Policy::load(&args.policies, &LoadOptions::default()) {
-        Ok(loaded) => loaded,
-        Err(error) => {
+    let identity = *args.identity;
+    let mut paths = IdentityPaths::in_dir(&identity.identity_dir);
+    if let Some(cert) = identity.cert {
+        paths.chain = cert;
+    }
+    if let Some(key) = identity.key {
+        paths.key = key;
+    }
+    if let Some(bundle) = identity.trust_bundle {
+        paths.bundle = bundle;
+    }
+    let mut reload = ReloadConfig::new(args.policies, paths);
+    if !identity.trust_domains.is_empty() {
+        let trust = TrustDomains::new(&identity.trust_domains).context("--trust-domain")?;
+        reload.trust_domains = Some(trust);
+    }
+    reload.interval = (!args.reload_interval.is_zero()).then_some(args.reload_interval);
+    let reloader = match Reloader::load(reload) {
+        Ok(reloader) => reloader,
+        Err(InitialLoadError::Policy(error)) => {
             for diagnostic in &error.diagnostics {
                 eprintln!("{diagnostic}");
             }
             bail!("the policy does not load; not starting");
         }
+        Err(InitialLoadError::Identity(error)) => {
+            return Err(error).context("loading the pod's identity");
+        }
+        Err(error @ InitialLoadError::Tls(_)) => return Err(error.into()),
     };
-    for warning in &loaded.warnings {
-        tracing::warn!(%warning, "policy warning");
-    }
-    let mut paths = IdentityPaths::in_dir(&args.identity_dir);
-    if let Some(cert) = args.cert {
-        paths.chain = cert;
-    }
-    if let Some(key) = args.key {
-        paths.key = key;
-    }
-    if let Some(bundle) = args.trust_bundle {
-        paths.bundle = bundle;
-    }
-    let identity = Identity::load(&paths).context("loading the pod's identity")?;
-    let trust = if args.trust_domains.is_empty() {
-        TrustDomains::new([identity.trust_domain()])
-    } else {
-        TrustDomains::new(&args.trust_domains)
-    }
-    .context("--trust-domain")?;
-    let tls = server_config(&identity, &trust).context("building the TLS server config")?;
 
-    let policy = loaded.policy;
+    let status = reloader.status().snapshot();
     tracing::info!(
-        policy.version = policy.version(),
-        policy.rules = policy.rule_count(),
-        identity = %identity.id(),
+        policy.version = %status.policy.version,
+        policy.rules = status.policy.rules,
+        identity = %status.identity.spiffe_id,
+        identity.not_after = status.identity.not_after,
         "policy and identity loaded"
     );
-    let mut config = InboundConfig::new(policy, tls, identity.id().clone());
+    let mut config = reloader.inbound_config();
     config.listen = args.inbound;
     config.app.ip = args.app.ip();
     config.app.port = args.app.port();
@@ -121,7 +139,16 @@ async fn serve(args: Args) -> Result<ExitCode> {
         .await
         .with_context(|| format!("binding {}", args.inbound))?;
     tracing::info!(listen = %inbound.local_addr(), app = %args.app, "inbound listening");
+    let reloading = if args.no_reload {
+        tracing::info!("reload off: policy and identity stay as loaded");
+        None
+    } else {
+        Some(reloader.spawn())
+    };
     inbound.serve(shutdown_signal()).await;
+    if let Some(reloading) = reloading {
+        reloading.shutdown().await;
+    }
     tracing::info!("drained; exiting");
     Ok(ExitCode::SUCCESS)
 }
@@ -152,8 +179,11 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: no new connections, draining in-flight requests");
 }
 
-/// Parses `500ms`, `20s`, `2m`.
+/// Parses `500ms`, `20s`, `2m`, and `0`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{text:?} needs a unit: ms, s or m"))?;
