@@ -350,6 +350,7 @@ async fn reload_keeps_last_good_policy_and_picks_up_the_fix() {
     })
     .await;
     let error = status.policy.last_error.as_ref().unwrap();
+    println!("{}", error.message);
     assert_eq!(error.kind, POLICY_INVALID);
     let location = format!("{}:12:", policy.display());
     assert!(error.message.starts_with(&location), "{}", error.message);
