@@ -95,10 +95,29 @@ pub(crate) fn from_sources(
         documents.extend(docs);
         diagnostics.extend(diags);
     }
-    let (mode, mtls) = agree_on_modes(&documents, &mut diagnostics);
-    let rules = rules::validate(&documents, mtls, opts, &mut diagnostics, &mut warnings);
-    let opaque_ports = rules::opaque_ports(&documents, &mut diagnostics);
-    let tests = check::validate(&documents, &rules, &mut diagnostics);
+    compile_parsed(&documents, version(sources), opts, diagnostics, warnings)
+}
+
+/// Compiles documents already read with [`document::parse`] into a policy, exactly as
+/// [`Policy::load`] does after parsing (which documents are passed is up to the caller).
+/// The result's [`Policy::version`] hashes the rules' names, principals, methods and paths
+/// rather than source bytes.
+pub fn compile(documents: &[Document], opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let version = document_version(documents);
+    compile_parsed(documents, version, opts, Vec::new(), Vec::new())
+}
+
+fn compile_parsed(
+    documents: &[Document],
+    version: String,
+    opts: &LoadOptions,
+    mut diagnostics: Vec<Diagnostic>,
+    mut warnings: Vec<Diagnostic>,
+) -> Result<Loaded, LoadError> {
+    let (mode, mtls) = agree_on_modes(documents, &mut diagnostics);
+    let rules = rules::validate(documents, mtls, opts, &mut diagnostics, &mut warnings);
+    let opaque_ports = rules::opaque_ports(documents, &mut diagnostics);
+    let tests = check::validate(documents, &rules, &mut diagnostics);
     let (inner, route_of) = build(&rules, &mut diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(LoadError { diagnostics });
@@ -114,7 +133,7 @@ pub(crate) fn from_sources(
         mode,
         mtls,
         opaque_ports,
-        version: version(sources),
+        version,
         ..inner
     };
     Ok(Loaded {
@@ -280,14 +299,63 @@ fn conflict(
 
 /// FNV-1a (64-bit) over every source name and text, as 12 hex digits.
 fn version(sources: &[(String, String)]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = Fnv::default();
     for (name, text) in sources {
-        for byte in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        hash.write(name);
+        hash.write(text);
+    }
+    hash.hex()
+}
+
+/// FNV-1a over what decides requests, for [`compile`] (no source bytes at hand).
+fn document_version(documents: &[Document]) -> String {
+    let mut hash = Fnv::default();
+    for d in documents {
+        hash.write(&format!(
+            "{:?}{:?}",
+            d.spec.mode.as_ref().map(|m| m.value),
+            d.spec.mtls.as_ref().map(|m| m.value)
+        ));
+        for port in &d.spec.opaque_ports {
+            hash.write(&port.value.to_string());
+        }
+        for rule in &d.spec.rules {
+            hash.write(&rule.name.value);
+            rule.principals
+                .value
+                .iter()
+                .for_each(|p| hash.write(&p.value));
+            for to in rule.to.iter().flat_map(|t| &t.value) {
+                to.methods.value.iter().for_each(|m| hash.write(&m.value));
+                to.paths.value.iter().for_each(|p| hash.write(&p.value));
+                hash.write(to.upgrade.as_ref().map_or("", |u| u.value.as_str()));
+            }
         }
     }
-    format!("{hash:016x}")[..12].to_owned()
+    hash.hex()
+}
+
+/// FNV-1a, 64-bit: a version label, not a security boundary.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    /// Hashes `s` followed by a NUL separator.
+    fn write(&mut self, s: &str) {
+        for byte in s.bytes().chain([0]) {
+            self.0 ^= u64::from(byte);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn hex(&self) -> String {
+        format!("{:016x}", self.0)[..12].to_owned()
+    }
 }
 
 fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

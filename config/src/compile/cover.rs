@@ -13,8 +13,8 @@ use crate::policy::Route;
 use crate::template::Segment;
 
 #[derive(Default)]
-struct Node {
-    literals: HashMap<String, usize>,
+struct Node<'s> {
+    literals: HashMap<&'s str, usize>,
     param: Option<usize>,
     /// The route whose catch-all starts at this depth.
     catch_all: Option<usize>,
@@ -48,11 +48,11 @@ pub(super) fn merge(routes: &mut [Route], shapes: &[Vec<Segment>]) {
     }
 }
 
-fn insert(nodes: &mut Vec<Node>, route: usize, segments: &[Segment]) {
+fn insert<'s>(nodes: &mut Vec<Node<'s>>, route: usize, segments: &'s [Segment]) {
     let mut at = 0;
     for segment in segments {
         let next = match segment {
-            Segment::Literal(l) => nodes[at].literals.get(l).copied(),
+            Segment::Literal(l) => nodes[at].literals.get(l.as_str()).copied(),
             Segment::Param(_) => nodes[at].param,
             Segment::CatchAll(_) => {
                 nodes[at].catch_all = Some(route);
@@ -66,7 +66,7 @@ fn insert(nodes: &mut Vec<Node>, route: usize, segments: &[Segment]) {
                 let n = nodes.len() - 1;
                 match segment {
                     Segment::Literal(l) => {
-                        nodes[at].literals.insert(l.clone(), n);
+                        nodes[at].literals.insert(l, n);
                     }
                     _ => nodes[at].param = Some(n),
                 }
@@ -94,7 +94,7 @@ fn walk(nodes: &[Node], at: usize, segments: &[Segment], i: usize, out: &mut Vec
     };
     match segment {
         Segment::Literal(l) => {
-            if let Some(&n) = node.literals.get(l) {
+            if let Some(&n) = node.literals.get(l.as_str()) {
                 walk(nodes, n, segments, i + 1, out);
             }
             if let (false, Some(n)) = (l.is_empty(), node.param) {
