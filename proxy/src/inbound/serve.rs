@@ -53,7 +53,7 @@ enum HttpVersion {
 enum ConnectionError {
     #[error("cannot detect the protocol")]
     Detect(#[source] DetectError),
-    #[error("tls handshake failed ({})", HandshakeFailure::of_io(.0).as_label())]
+    #[error("tls handshake failed")]
     Handshake(#[source] io::Error),
     #[error("tls handshake did not complete within {0:?}")]
     HandshakeTimeout(Duration),
@@ -132,7 +132,13 @@ async fn serve_connection(
             | ConnectionError::NoPeerIdentity
             | ConnectionError::NotAdmitted(_)),
         ) => {
-            tracing::info!(client.addr = %remote, error = %ErrorChain(&error), "connection refused");
+            let reason = match &error {
+                ConnectionError::Handshake(io) => HandshakeFailure::of_io(io).as_label(),
+                ConnectionError::HandshakeTimeout(_) => "timeout",
+                ConnectionError::NoPeerIdentity => "no_spiffe_id",
+                _ => "not_admitted",
+            };
+            tracing::info!(client.addr = %remote, reason, error = %ErrorChain(&error), "connection refused");
         }
         Err(error) => {
             tracing::debug!(client.addr = %remote, error = %ErrorChain(&error), "connection ended");
