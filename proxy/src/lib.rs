@@ -10,6 +10,8 @@ pub mod config;
 pub mod detect;
 pub mod inbound;
 pub mod listen;
+pub mod orig_dst;
+pub mod outbound;
 pub mod pki;
 pub mod reload;
 pub mod tls;

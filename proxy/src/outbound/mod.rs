@@ -1,0 +1,185 @@
+//! The outbound side: the app's connections leave the pod through here.
+//!
+//! One connection, top to bottom (see [`serve`]):
+//!
+//! accept → original destination (`SO_ORIGINAL_DST`, transparent mode) → [`route`]
+//! (meshed / pass through / refuse) → connect ([`connect`]: mutual TLS with the pod's SVID,
+//! the peer's SPIFFE ID verified) → bytes copied both ways (L4: any protocol).
+//!
+//! Two modes ([`Destinations`]): transparent, where `palisade init`'s iptables rules send the
+//! app's outbound TCP to this listener, and fixed, where the listener stands for one peer
+//! (the demo, a laptop, no root needed).
+//!
+//! Run it with [`Outbound::bind`], then [`Outbound::serve`] or [`Outbound::spawn`].
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::tls::TlsError;
+
+pub mod cidr;
+pub mod config;
+pub mod connect;
+pub mod route;
+mod serve;
+
+pub use self::cidr::{Cidr, CidrError};
+pub use self::config::{
+    DEFAULT_OUTBOUND_LISTEN, Destinations, MeshRules, OutboundConfig, OutboundTimeouts, Unmeshed,
+    Upstream,
+};
+pub use self::connect::ConnectError;
+pub use self::route::{Refusal, Route, route};
+
+/// A bound outbound listener, ready to serve.
+pub struct Outbound {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<serve::Shared>,
+}
+
+/// A running outbound listener (from [`Outbound::spawn`]).
+pub struct Running {
+    local_addr: SocketAddr,
+    stats: Arc<Stats>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What the outbound side has seen since it started. Counters only go up.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted from the app.
+    pub connections_accepted: AtomicU64,
+    /// Connections carried over mutual TLS to a meshed peer.
+    pub meshed: AtomicU64,
+    /// Of those, handshakes that resumed an earlier TLS session.
+    pub resumed: AtomicU64,
+    /// Connections passed through in plaintext (unmeshed destination).
+    pub passed_through: AtomicU64,
+    /// Connections refused (unmeshed destination with `Unmeshed::Refuse`, or a loop).
+    pub refused: AtomicU64,
+    /// Connections that failed: connect, handshake or peer-identity errors.
+    pub failed: AtomicU64,
+}
+
+/// Starting the outbound side failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A TLS client config cannot be built from the identity.
+    #[error("cannot build the outbound tls configuration")]
+    Tls(#[source] TlsError),
+}
+
+// === impl Outbound ===
+
+impl Outbound {
+    /// Builds the TLS client configs (one per expected peer identity) and binds
+    /// `config.listen`.
+    pub async fn bind(config: OutboundConfig) -> Result<Outbound, OutboundError> {
+        let connector = connect::Connector::new(&config).map_err(OutboundError::Tls)?;
+        let addr = config.listen;
+        let listen = |source| OutboundError::Listen { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(listen)?;
+        let local_addr = listener.local_addr().map_err(listen)?;
+        let shared = Arc::new(serve::Shared {
+            config,
+            connector,
+            stats: Arc::new(Stats::default()),
+        });
+        Ok(Outbound {
+            listener,
+            local_addr,
+            shared,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters of this listener.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.shared.stats.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and gives open connections
+    /// the drain timeout to finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        let (tx, rx) = watch::channel(false);
+        let serving = serve::accept_loop(self.listener, self.shared, rx);
+        tokio::pin!(serving);
+        tokio::select! {
+            () = &mut serving => return,
+            () = shutdown => {}
+        }
+        let _ = tx.send(true);
+        serving.await;
+    }
+
+    /// Serves on a new task; stop it with [`Running::shutdown`].
+    pub fn spawn(self) -> Running {
+        let (tx, rx) = watch::channel(false);
+        let local_addr = self.local_addr;
+        let stats = self.shared.stats.clone();
+        let task = tokio::spawn(serve::accept_loop(self.listener, self.shared, rx));
+        Running {
+            local_addr,
+            stats,
+            shutdown: tx,
+            task,
+        }
+    }
+}
+
+// === impl Running ===
+
+impl Running {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters of this listener.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Stops accepting and waits for open connections (bounded by the drain timeout).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if let Err(error) = self.task.await {
+            tracing::error!(error = %error, "outbound task failed");
+        }
+    }
+}
+
+// === impl Stats ===
+
+impl Stats {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
