@@ -9,6 +9,7 @@
 //! anyway; a target that cannot be normalized is still refused (there is no checked path to
 //! forward).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -204,11 +205,11 @@ fn judge(
 /// The request target as the client wrote it: origin-form (`/a?b`), absolute-form
 /// (`http://h/a?b`, and what h2 pseudo-headers amount to), asterisk-form (`*`) or
 /// authority-form (`h:443`). `normalize` decides what each is worth.
-fn request_target(request: &Request<Incoming>) -> String {
+fn request_target(request: &Request<Incoming>) -> Cow<'_, str> {
     let uri = request.uri();
     match (uri.scheme(), uri.path_and_query()) {
-        (None, Some(origin)) => origin.as_str().to_owned(),
-        _ => uri.to_string(),
+        (None, Some(origin)) => Cow::Borrowed(origin.as_str()),
+        _ => Cow::Owned(uri.to_string()),
     }
 }
 

@@ -18,7 +18,8 @@ use tokio::time::{Instant, Sleep};
 pub struct ProgressBody {
     inner: Incoming,
     interval: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// Armed on the first wait, so bodies that are already complete never touch the timer.
+    deadline: Option<Pin<Box<Sleep>>>,
     waiting: bool,
 }
 
@@ -40,7 +41,7 @@ impl ProgressBody {
         Self {
             inner,
             interval,
-            deadline: Box::pin(tokio::time::sleep(interval)),
+            deadline: None,
             waiting: false,
         }
     }
@@ -55,17 +56,21 @@ impl Body for ProgressBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        if !this.waiting {
-            // The app asks for more: the client's clock starts now.
-            this.deadline.as_mut().reset(Instant::now() + this.interval);
-            this.waiting = true;
-        }
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             this.waiting = false;
             return Poll::Ready(frame.map(|result| result.map_err(BodyError::Client)));
         }
-        ready!(this.deadline.as_mut().poll(cx));
-        Poll::Ready(Some(Err(BodyError::Stalled(this.interval))))
+        let interval = this.interval;
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        if !this.waiting {
+            // The app asked for more and the client has nothing yet: its clock starts now.
+            deadline.as_mut().reset(Instant::now() + interval);
+            this.waiting = true;
+        }
+        ready!(deadline.as_mut().poll(cx));
+        Poll::Ready(Some(Err(BodyError::Stalled(interval))))
     }
 
     fn is_end_stream(&self) -> bool {
