@@ -506,19 +506,25 @@ fn scan_segment(bytes: &[u8], start: usize) -> Result<(usize, bool), NormalizeEr
 fn push_decoded(out: &mut String, segment: &[u8]) {
     let mut i = 0;
     while let Some(&b) = segment.get(i) {
-        match (b, decode_escape(segment, i)) {
-            (b'%', Some(decoded)) if is_unreserved(decoded) => {
+        // `scan_segment` accepted only ASCII bytes and well-formed escapes, so a `%` always
+        // decodes here.
+        let escape = if b == b'%' {
+            decode_escape(segment, i)
+        } else {
+            None
+        };
+        match escape {
+            Some(decoded) if is_unreserved(decoded) => {
                 out.push(char::from(decoded));
                 i += 3;
             }
-            (b'%', Some(decoded)) => {
+            Some(decoded) => {
                 out.push('%');
                 out.push(char::from(UPPER_HEX[usize::from(decoded >> 4)]));
                 out.push(char::from(UPPER_HEX[usize::from(decoded & 0x0F)]));
                 i += 3;
             }
-            // `scan_segment` accepted only ASCII bytes and well-formed escapes.
-            _ => {
+            None => {
                 out.push(char::from(b));
                 i += 1;
             }
