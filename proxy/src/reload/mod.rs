@@ -6,18 +6,18 @@
 //! (read once per handshake) — and swaps them when the files change. A [`StatusHandle`] tells
 //! what is in force and what failed.
 //!
-//! When it checks: on an inotify event in a directory holding a watched file ([`watch`];
+//! When it checks (`run`): on an inotify event in a directory holding a watched file (`watch`;
 //! briefly debounced), on every [`ReloadConfig::interval`] tick (heals a missed event; an
-//! unchanged re-check reads the files but loads nothing, see [`fingerprint`]), on SIGHUP,
-//! and on [`ReloadTask::reload_now`]. Loading and compiling run on the blocking pool, never on
-//! a connection's task.
+//! unchanged re-check reads the files but loads nothing, see `fingerprint`), on SIGHUP, and
+//! on [`ReloadTask::reload_now`]. Each check runs `policy` then `identity`; loading and
+//! compiling run on the blocking pool, never on a connection's task. docs/reload.md tells the
+//! whole story.
 //!
 //! What a swap means: a request is decided by the one policy it read; a handshake uses the
 //! one TLS config it read, and an established connection keeps its session. A policy or an
 //! identity that does not load leaves the last good one in force; the failure is logged,
 //! counted by kind and kept in the [`ReloadStatus`]. Reload never makes the proxy unready.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,16 +27,19 @@ use palisade_config::{LoadError, LoadOptions, Loaded, Policy};
 use rustls::ServerConfig;
 use tokio::sync::{mpsc, oneshot, watch as signal_watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, MissedTickBehavior};
 
 use self::fingerprint::{Fingerprint, Fnv};
+use self::run::{Inputs, hangup_signal};
 use self::status::unix_now;
 use crate::config::InboundConfig;
 use crate::tls::{Identity, IdentityError, IdentityPaths, TlsError, TrustDomains, server_config};
 
-pub mod fingerprint;
+mod fingerprint;
+mod identity;
+mod policy;
+mod run;
 pub mod status;
-pub mod watch;
+mod watch;
 
 pub use self::status::{
     IDENTITY_ID_CHANGED, IDENTITY_PREFIX, IDENTITY_TLS_CONFIG, IdentityStatus, POLICY_INVALID,
@@ -88,7 +91,8 @@ pub struct Reloader {
     seen_identity: Fingerprint,
 }
 
-/// A running reloader (from [`Reloader::spawn`]).
+/// A running reloader (from [`Reloader::spawn`]). Dropping it stops the reloading, as
+/// [`ReloadTask::shutdown`] does; what is in force stays in force.
 pub struct ReloadTask {
     requests: mpsc::Sender<oneshot::Sender<()>>,
     shutdown: signal_watch::Sender<bool>,
@@ -108,39 +112,6 @@ pub enum InitialLoadError {
     /// No TLS server config can be built from the identity.
     #[error("cannot build the tls server configuration")]
     Tls(#[source] TlsError),
-}
-
-/// What made the reload task check the files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Trigger {
-    /// An inotify event (after the debounce).
-    Event,
-    /// The interval.
-    Interval,
-    /// SIGHUP or [`ReloadTask::reload_now`]: load even if nothing seems to have changed.
-    Forced,
-}
-
-/// What the reload task listens to.
-struct Inputs {
-    events: mpsc::Receiver<()>,
-    watch: Option<watch::Watch>,
-    hangup: Option<Hangup>,
-    requests: mpsc::Receiver<oneshot::Sender<()>>,
-    shutdown: signal_watch::Receiver<bool>,
-}
-
-/// One identity that loaded, ready to be put in force.
-struct NewIdentity {
-    identity: Identity,
-    tls: Arc<ServerConfig>,
-    version: String,
-}
-
-/// One identity that did not.
-struct IdentityFailure {
-    kind: String,
-    message: String,
 }
 
 // === impl ReloadConfig ===
@@ -294,233 +265,6 @@ impl Reloader {
             }
         }
     }
-
-    async fn run(mut self, inputs: Inputs) {
-        let Inputs {
-            mut events,
-            mut watch,
-            mut hangup,
-            mut requests,
-            mut shutdown,
-        } = inputs;
-        // Whatever changed between `load` and the watch being set up.
-        self.check(Trigger::Event).await;
-        let mut interval = self.config.interval.filter(|p| !p.is_zero()).map(|period| {
-            let mut interval = tokio::time::interval_at(Instant::now() + period, period);
-            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            interval
-        });
-
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                Some(()) = events.recv() => {
-                    self.debounce(&mut events).await;
-                    self.check(Trigger::Event).await;
-                }
-                () = tick(&mut interval) => {
-                    if let Some(watch) = &mut watch {
-                        watch.rewatch();
-                    }
-                    self.check(Trigger::Interval).await;
-                }
-                () = hangup_received(&mut hangup) => {
-                    tracing::info!("sighup: reloading policy and identity");
-                    self.check(Trigger::Forced).await;
-                }
-                Some(done) = requests.recv() => {
-                    self.check(Trigger::Forced).await;
-                    let _ = done.send(());
-                }
-            }
-        }
-    }
-
-    /// Waits until events stop for the debounce time, or ten debounce times in all.
-    async fn debounce(&self, events: &mut mpsc::Receiver<()>) {
-        let quiet = self.config.debounce;
-        let give_up = Instant::now() + quiet * 10;
-        while Instant::now() < give_up {
-            match tokio::time::timeout(quiet, events.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) | Err(_) => return,
-            }
-        }
-    }
-
-    fn watched_directories(&self) -> BTreeSet<PathBuf> {
-        let identity = &self.config.identity;
-        let files = self
-            .config
-            .policy_paths
-            .iter()
-            .map(PathBuf::as_path)
-            .chain([
-                identity.chain.as_path(),
-                identity.key.as_path(),
-                identity.bundle.as_path(),
-            ]);
-        watch::directories(files)
-    }
-
-    async fn check(&mut self, trigger: Trigger) {
-        tracing::debug!(?trigger, "checking policy and identity files");
-        let force = trigger == Trigger::Forced;
-        self.check_policy(force).await;
-        self.check_identity(force).await;
-    }
-
-    async fn check_policy(&mut self, force: bool) {
-        let paths = self.config.policy_paths.clone();
-        let options = self.config.load_options.clone();
-        let seen = self.seen_policy;
-        let outcome = tokio::task::spawn_blocking(move || {
-            let fingerprint = Fingerprint::of_policy(&paths);
-            let loaded = (force || fingerprint != seen).then(|| Policy::load(&paths, &options));
-            (fingerprint, loaded)
-        })
-        .await;
-        let (fingerprint, loaded) = match outcome {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                tracing::error!(%error, "policy reload task failed; keeping the policy in force");
-                return;
-            }
-        };
-        self.seen_policy = fingerprint;
-        match loaded {
-            None => {}
-            Some(Ok(loaded)) => self.install_policy(loaded),
-            Some(Err(error)) => self.policy_failed(&error),
-        }
-    }
-
-    fn install_policy(&self, loaded: Loaded) {
-        log_warnings(&loaded);
-        let previous = self.policy.load();
-        let policy = loaded.policy;
-        if policy.version() == previous.version() {
-            tracing::debug!(policy.version = policy.version(), "policy unchanged");
-            return;
-        }
-        tracing::info!(
-            policy.version = policy.version(),
-            policy.previous = previous.version(),
-            policy.rules = policy.rule_count(),
-            "policy reloaded"
-        );
-        let (version, rules) = (policy.version().to_owned(), policy.rule_count());
-        self.policy.store(Arc::new(policy));
-        self.status.update(|s| {
-            s.policy.version.clone_from(&version);
-            s.policy.rules = rules;
-            s.policy.loaded_at = unix_now();
-            s.policy.loads += 1;
-        });
-    }
-
-    fn policy_failed(&self, error: &LoadError) {
-        let in_force = self.policy.load();
-        for diagnostic in &error.diagnostics {
-            tracing::warn!(%diagnostic, policy.version = in_force.version(),
-                "policy reload failed; keeping the policy in force");
-        }
-        let message = error
-            .diagnostics
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n");
-        self.status.update(|s| {
-            record_failure(
-                &mut s.policy.failures,
-                &mut s.policy.last_error,
-                POLICY_INVALID,
-                &message,
-            )
-        });
-    }
-
-    async fn check_identity(&mut self, force: bool) {
-        let paths = self.config.identity.clone();
-        let trust = self.trust.clone();
-        let seen = self.seen_identity;
-        let outcome = tokio::task::spawn_blocking(move || {
-            let fingerprint = Fingerprint::of_identity(&paths);
-            let loaded = (force || fingerprint != seen).then(|| load_identity(&paths, &trust));
-            (fingerprint, loaded)
-        })
-        .await;
-        let (fingerprint, loaded) = match outcome {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                tracing::error!(%error, "identity reload task failed; keeping the identity in force");
-                return;
-            }
-        };
-        self.seen_identity = fingerprint;
-        match loaded {
-            None => {}
-            Some(Ok(new)) => self.install_identity(new),
-            Some(Err(failure)) => self.identity_failed(&failure),
-        }
-    }
-
-    fn install_identity(&self, new: NewIdentity) {
-        let in_force = self.identity.load();
-        if new.identity.id() != in_force.id() {
-            let message = format!(
-                "{}: SPIFFE ID changed from {} to {}; a running pod keeps its identity",
-                self.config.identity.chain.display(),
-                in_force.id(),
-                new.identity.id()
-            );
-            self.identity_failed(&IdentityFailure {
-                kind: IDENTITY_ID_CHANGED.to_owned(),
-                message,
-            });
-            return;
-        }
-        let current = self.status.snapshot().identity.version.clone();
-        if new.version == current {
-            tracing::debug!(identity.version = %current, "identity unchanged");
-            return;
-        }
-        tracing::info!(
-            identity.version = %new.version,
-            identity.previous = %current,
-            identity.id = %new.identity.id(),
-            identity.not_after = new.identity.not_after(),
-            "identity reloaded"
-        );
-        let not_after = new.identity.not_after();
-        self.tls.store(new.tls);
-        self.identity.store(Arc::new(new.identity));
-        self.status.update(|s| {
-            s.identity.version.clone_from(&new.version);
-            s.identity.not_after = not_after;
-            s.identity.loaded_at = unix_now();
-            s.identity.loads += 1;
-        });
-    }
-
-    fn identity_failed(&self, failure: &IdentityFailure) {
-        let in_force = self.status.snapshot();
-        tracing::warn!(
-            error = %failure.message,
-            kind = %failure.kind,
-            identity.version = %in_force.identity.version,
-            "identity reload failed; keeping the identity in force"
-        );
-        self.status.update(|s| {
-            record_failure(
-                &mut s.identity.failures,
-                &mut s.identity.last_error,
-                &failure.kind,
-                &failure.message,
-            );
-        });
-    }
 }
 
 // === impl ReloadTask ===
@@ -546,30 +290,10 @@ impl ReloadTask {
     }
 }
 
-/// Loads the identity files and builds the server config (on the blocking pool).
-fn load_identity(
-    paths: &IdentityPaths,
-    trust: &TrustDomains,
-) -> Result<NewIdentity, IdentityFailure> {
-    let identity = Identity::load(paths).map_err(|error| IdentityFailure {
-        kind: identity_kind(&error),
-        message: error_chain(&error),
-    })?;
-    let tls = server_config(&identity, trust).map_err(|error| IdentityFailure {
-        kind: IDENTITY_TLS_CONFIG.to_owned(),
-        message: error_chain(&error),
-    })?;
-    let version = identity_version(&identity, paths);
-    Ok(NewIdentity {
-        identity,
-        tls,
-        version,
-    })
-}
-
-/// `identity_` + the error's label: the failure kind counted.
-fn identity_kind(error: &IdentityError) -> String {
-    format!("{IDENTITY_PREFIX}{}", error.as_label())
+fn log_warnings(loaded: &Loaded) {
+    for warning in &loaded.warnings {
+        tracing::warn!(%warning, "policy warning");
+    }
 }
 
 /// A short hash of the chain presented and the bundle file (never the key).
@@ -583,80 +307,4 @@ fn identity_version(identity: &Identity, paths: &IdentityPaths) -> String {
         hash.bytes(&bundle);
     }
     hash.short_hex()
-}
-
-/// The error and each of its causes, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn record_failure(
-    failures: &mut std::collections::BTreeMap<String, u64>,
-    last_error: &mut Option<ReloadFailure>,
-    kind: &str,
-    message: &str,
-) {
-    *failures.entry(kind.to_owned()).or_default() += 1;
-    *last_error = Some(ReloadFailure {
-        kind: kind.to_owned(),
-        message: message.to_owned(),
-        at: unix_now(),
-    });
-}
-
-fn log_warnings(loaded: &Loaded) {
-    for warning in &loaded.warnings {
-        tracing::warn!(%warning, "policy warning");
-    }
-}
-
-async fn tick(interval: &mut Option<tokio::time::Interval>) {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-#[cfg(unix)]
-type Hangup = tokio::signal::unix::Signal;
-#[cfg(not(unix))]
-type Hangup = ();
-
-#[cfg(unix)]
-fn hangup_signal() -> Option<Hangup> {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for sighup");
-            None
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn hangup_signal() -> Option<Hangup> {
-    None
-}
-
-async fn hangup_received(hangup: &mut Option<Hangup>) {
-    #[cfg(unix)]
-    if let Some(signal) = hangup {
-        if signal.recv().await.is_some() {
-            return;
-        }
-        *hangup = None;
-    }
-    #[cfg(not(unix))]
-    let _ = hangup;
-    std::future::pending().await
 }

@@ -139,6 +139,21 @@ impl StatusHandle {
     }
 }
 
+/// Counts one failure of `kind` and keeps it as the last error.
+pub(crate) fn record_failure(
+    failures: &mut std::collections::BTreeMap<String, u64>,
+    last_error: &mut Option<ReloadFailure>,
+    kind: &str,
+    message: &str,
+) {
+    *failures.entry(kind.to_owned()).or_default() += 1;
+    *last_error = Some(ReloadFailure {
+        kind: kind.to_owned(),
+        message: message.to_owned(),
+        at: unix_now(),
+    });
+}
+
 /// Now, unix seconds.
 pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
