@@ -46,7 +46,9 @@ pub struct InboundConfig {
 pub struct AppConfig {
     /// The app's IP address. Default `127.0.0.1`.
     pub ip: IpAddr,
-    /// The app's port. Default [`DEFAULT_APP_PORT`] (8080).
+    /// The app's port for connections that were not redirected by iptables (a redirected
+    /// connection goes to the port its client connected to). Default [`DEFAULT_APP_PORT`]
+    /// (8080).
     pub port: u16,
     /// Ports on which the app speaks h2c (HTTP/2 with prior knowledge, e.g. gRPC).
     /// Requests to other ports are forwarded over HTTP/1.1. Default: none.

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::AppConfig;
+use crate::orig_dst::redirected;
 
 /// A bound inbound listener.
 #[derive(Debug)]
@@ -31,8 +32,8 @@ pub struct Accepted {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Remote(pub SocketAddr);
 
-/// The destination the client connected to, i.e. the app's address and port. Today this is
-/// the configured app address; with iptables redirection it becomes `SO_ORIGINAL_DST`.
+/// Where a request goes: the app's IP and the port the client connected to (from
+/// `SO_ORIGINAL_DST` under iptables redirection, else the configured app port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OrigDst(pub SocketAddr);
 
@@ -63,13 +64,25 @@ impl Listener {
 
     /// Waits for the next connection and sets `TCP_NODELAY` on it (requests and responses
     /// are written whole, so Nagle's algorithm only adds latency).
+    ///
+    /// The destination is the app's IP with the port the client originally connected to
+    /// when iptables redirected the connection (`SO_ORIGINAL_DST`), else the configured
+    /// app address.
     pub async fn accept(&self, app: &AppConfig) -> io::Result<Accepted> {
         let (stream, remote) = self.inner.accept().await?;
         stream.set_nodelay(true)?;
+        let orig_dst = match redirected(&stream) {
+            Ok(Some(original)) => SocketAddr::new(app.ip, original.port()),
+            Ok(None) => app.addr(),
+            Err(error) => {
+                tracing::debug!(error = %error, "cannot read the original destination");
+                app.addr()
+            }
+        };
         Ok(Accepted {
             stream,
             remote: Remote(remote),
-            orig_dst: OrigDst(app.addr()),
+            orig_dst: OrigDst(orig_dst),
         })
     }
 }
