@@ -2,7 +2,7 @@
 //! connection and streams the answer back.
 //!
 //! Takes an [`Authorized`] request; the upstream URI is built from its
-//! [`RequestTarget`](palisade_config::RequestTarget) (the normalized path that was checked
+//! [`RequestTarget`] (the normalized path that was checked
 //! and the original query) and nothing else. Passes back the app's response (hop-by-hop
 //! fields removed, trailers kept), or an error that [`respond`](super::respond) turns into
 //! 502 (refused, or failed mid-way), 503 (no connection within the connect timeout), 504

@@ -54,7 +54,8 @@ pub struct Inbound {
     shared: Arc<Shared>,
 }
 
-/// A running inbound side (from [`Inbound::spawn`]).
+/// A running inbound side (from [`Inbound::spawn`]). Dropping it starts the same drain as
+/// [`Running::shutdown`] without waiting for it.
 pub struct Running {
     local_addr: SocketAddr,
     stats: Arc<Stats>,

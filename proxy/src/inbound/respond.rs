@@ -1,7 +1,7 @@
 //! The only place that writes a 4xx or 5xx: maps every way a request can fail to a status
 //! and a JSON body `{"error":"<code>","request_id":"<id>"}`.
 //!
-//! Takes a [`Rejection`] (built from the typed errors of the other steps); passes back the
+//! Takes a `Rejection` (built from the typed errors of the other steps); passes back the
 //! response the client gets. The reason stays in the log, never in the body.
 
 use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! The connection steps, one plain async function each, and the accept loop that runs them:
 //!
-//! [`Accepted`] → detect (permissive mode) → TLS handshake → [`Handshaken`] `{ peer }` →
-//! HTTP/1.1 or h2 (by ALPN) through the [stack](super::stack), or, on an opaque port,
+//! [`Accepted`] → detect (permissive mode) → TLS handshake → `Handshaken { peer }` →
+//! HTTP/1.1 or h2 (by ALPN) through the [`stack`], or, on an opaque port,
 //! identity-only authorization and a byte copy to the app.
 //!
 //! On shutdown the loop stops accepting, asks every connection to finish (HTTP/1: close
