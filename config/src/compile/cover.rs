@@ -29,22 +29,28 @@ pub(super) fn merge(routes: &mut [Route], shapes: &[Vec<Segment>]) {
     for (route, segments) in shapes.iter().enumerate() {
         insert(&mut nodes, route, segments);
     }
-    let mut merged = Vec::with_capacity(routes.len());
+    let mut merged = Vec::new();
     let mut covering = Vec::new();
-    for segments in shapes {
+    for (route, segments) in shapes.iter().enumerate() {
         covering.clear();
         walk(&nodes, 0, segments, 0, &mut covering);
-        let mut entries: Vec<_> = covering
-            .iter()
-            .flat_map(|&r| routes[r].entries.iter())
-            .cloned()
-            .collect();
+        covering.retain(|&r| r != route);
+        if covering.is_empty() {
+            continue; // the common case: nothing to add, nothing to copy
+        }
+        let mut entries = routes[route].entries.clone();
+        entries.extend(
+            covering
+                .iter()
+                .flat_map(|&r| routes[r].entries.iter())
+                .cloned(),
+        );
         // First match wins in rule order, whichever template the rule used.
         entries.sort_by_key(|e| e.rule);
-        merged.push(entries);
+        merged.push((route, entries));
     }
-    for (route, entries) in routes.iter_mut().zip(merged) {
-        route.entries = entries;
+    for (route, entries) in merged {
+        routes[route].entries = entries;
     }
 }
 
