@@ -29,6 +29,7 @@ fn config(policy: PathBuf, identity: IdentityPaths) -> ReloadConfig {
 
 /// One request of the load: when it was sent, when its answer was complete, what it was.
 struct Sample {
+    h2: bool,
     start: Instant,
     end: Instant,
     probe: bool,
@@ -74,6 +75,7 @@ async fn load_h1(
         let start = Instant::now();
         let outcome = h1_get(&mut sender, &path).await;
         samples.push(Sample {
+            h2: false,
             start,
             end: Instant::now(),
             probe,
@@ -103,6 +105,7 @@ async fn load_h2(
         let start = Instant::now();
         let outcome = h2_get(&mut sender, &path).await;
         samples.push(Sample {
+            h2: true,
             start,
             end: Instant::now(),
             probe,
@@ -166,6 +169,7 @@ async fn swaps_under_load_drop_nothing_and_decide_each_request_by_one_policy() {
     }];
     let mut versions = BTreeSet::from([served.policy.load().version().to_owned()]);
     let mut identity_swaps = 0;
+    let mut old_ca_dropped = None;
     for generation in 1..=50usize {
         let probe_allowed = generation.is_multiple_of(2);
         let previous = served.policy.load().version().to_owned();
@@ -195,6 +199,9 @@ async fn swaps_under_load_drop_nothing_and_decide_each_request_by_one_policy() {
                 &new_h1,
             )
             .await;
+            if identity_swaps == 15 {
+                old_ca_dropped = Some(Instant::now());
+            }
         }
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
@@ -244,6 +251,20 @@ async fn swaps_under_load_drop_nothing_and_decide_each_request_by_one_policy() {
     assert!(samples.len() >= 500, "too little load: {}", samples.len());
     assert!(samples.iter().any(|s| s.probe && s.outcome == Ok(200)));
     assert!(samples.iter().any(|s| s.probe && s.outcome == Ok(403)));
+
+    // The old-CA clients' connections outlived their CA's removal from the bundle: refused
+    // for new handshakes, they kept their established sessions.
+    let dropped = old_ca_dropped.unwrap();
+    for h2 in [false, true] {
+        let after = samples
+            .iter()
+            .filter(|s| s.h2 == h2 && s.start > dropped && s.outcome.is_ok())
+            .count();
+        assert!(
+            after >= 20,
+            "h2={h2}: {after} requests after the old CA left"
+        );
+    }
 
     let status = served.status.snapshot();
     assert_eq!(status.policy.loads, 51);

@@ -160,3 +160,44 @@ pub(crate) fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_add_up_by_kind_across_policy_and_identity() {
+        let handle = StatusHandle::default();
+        let before = handle.snapshot();
+        handle.update(|s| {
+            let policy = &mut s.policy;
+            record_failure(
+                &mut policy.failures,
+                &mut policy.last_error,
+                POLICY_INVALID,
+                "a",
+            );
+            record_failure(
+                &mut policy.failures,
+                &mut policy.last_error,
+                POLICY_INVALID,
+                "b",
+            );
+            let identity = &mut s.identity;
+            let kind = "identity_expired";
+            record_failure(&mut identity.failures, &mut identity.last_error, kind, "c");
+        });
+        let status = handle.snapshot();
+        assert_eq!(before.failures().count(), 0, "a snapshot does not change");
+        let all: Vec<_> = status.failures().collect();
+        assert_eq!(all, [(POLICY_INVALID, 2), ("identity_expired", 1)]);
+        assert_eq!(status.failures_of(POLICY_INVALID), 2);
+        assert_eq!(status.failures_of("identity_read"), 0);
+        let last = status
+            .policy
+            .last_error
+            .as_ref()
+            .map(|e| e.message.as_str());
+        assert_eq!(last, Some("b"));
+    }
+}
