@@ -1138,3 +1138,56 @@ async fn silent_tls_clients_are_cut_off_by_the_handshake_timeout() {
     assert!(eventually(|| Stats::get(&stats.handshake_failures) == 1).await);
     proxy.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn app_connections_are_pooled() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |_| {}).await;
+    // Ten client connections, one after the other: one kept-alive connection to the app.
+    for alpn in [H1, H2, H1, H2, H1, H2, H1, H2, H1, H2] {
+        let frontend = Via::Tls(pki.client(FRONTEND, alpn));
+        assert_eq!(
+            send(proxy.addr, &frontend, get("/api/v1/items"))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(app.served(), 10);
+    assert_eq!(app.connections(), 1);
+    proxy.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn permissive_mode_takes_plaintext_h2_with_prior_knowledge() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(
+        &pki,
+        policy("enforce", "permissive", HEALTH_RULE),
+        app.addr,
+        |_| {},
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (target, status) in [("/healthz", 200), ("/api/v1/items", 403)] {
+        let request = Request::get(format!("http://orders.shop{target}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = tokio::time::timeout(LIMIT, sender.send_request(request))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), status, "{target}");
+        assert_eq!(response.version(), http::Version::HTTP_2);
+    }
+    proxy.running.shutdown().await;
+}

@@ -155,6 +155,7 @@ impl Seen {
 pub struct Oracle {
     pub addr: SocketAddr,
     served: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -173,11 +174,14 @@ impl Oracle {
         let addr = listener.local_addr().unwrap();
         let served = Arc::new(AtomicUsize::new(0));
         let counter = served.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
@@ -198,7 +202,17 @@ impl Oracle {
                 });
             }
         });
-        Self { addr, served, task }
+        Self {
+            addr,
+            served,
+            connections,
+            task,
+        }
+    }
+
+    /// How many connections the app has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// How many requests the app has received.
