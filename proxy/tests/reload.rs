@@ -613,3 +613,32 @@ async fn reload_now_on_unchanged_files_keeps_versions() {
     );
     served.stop().await;
 }
+
+#[tokio::test]
+async fn a_replaced_policy_directory_is_picked_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = Ca::new(TD).unwrap();
+    let policies = tmp.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("orders.yaml"), policy_text(1, true)).unwrap();
+    let mut identity_dir = AtomicDir::new(&tmp.path().join("identity"));
+    let svid = ca.issue_svid(SERVER_ID, &SvidOptions::default()).unwrap();
+    identity_dir.publish(&identity_files(&svid, ca.bundle_pem()));
+    let mut config = config(policies.clone(), IdentityPaths::in_dir(&identity_dir.root));
+    config.interval = Some(Duration::from_millis(200));
+    let served = Served::start(config).await;
+    let first = served.policy.load().version().to_owned();
+
+    // The watched directory itself goes away (its inotify watch with it) and comes back.
+    std::fs::remove_dir_all(&policies).unwrap();
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("orders.yaml"), policy_text(2, false)).unwrap();
+    let second = served.policy_changed_from(&first).await;
+
+    // Watched again: a later change is picked up too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(policies.join("orders.yaml"), policy_text(3, true)).unwrap();
+    let third = served.policy_changed_from(&second).await;
+    assert_ne!(third, first);
+    served.stop().await;
+}
