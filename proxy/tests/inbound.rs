@@ -382,8 +382,10 @@ async fn drain_is_bounded_by_the_drain_timeout() {
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = std::time::Instant::now();
+    let stats = proxy.running.stats();
     proxy.running.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(Stats::get(&stats.connections_open), 0);
     stuck.abort();
 }
 

@@ -122,7 +122,7 @@ async fn serve_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let remote = accepted.remote.0;
-    Stats::incr(&shared.stats.connections_open);
+    let _open = OpenConnection::count(&shared.stats);
     match connection(accepted, &shared, shutdown).await {
         Ok(()) => {}
         // Refused peers are worth a line at the default level; hang-ups are not.
@@ -144,7 +144,22 @@ async fn serve_connection(
             tracing::debug!(client.addr = %remote, error = %ErrorChain(&error), "connection ended");
         }
     }
-    Stats::decr(&shared.stats.connections_open);
+}
+
+/// Counts a connection as open until dropped, also when the drain timeout aborts its task.
+struct OpenConnection(Arc<Stats>);
+
+impl OpenConnection {
+    fn count(stats: &Arc<Stats>) -> Self {
+        Stats::incr(&stats.connections_open);
+        Self(stats.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        Stats::decr(&self.0.connections_open);
+    }
 }
 
 async fn connection(
