@@ -1,3 +1,6 @@
+//! decide() over a realistic policy: allows, each denial kind, shared nodes, covering
+//! templates, opaque ports, accessors, and a 10 000-rule policy.
+
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use super::*;
