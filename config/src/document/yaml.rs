@@ -47,10 +47,16 @@ pub(crate) fn parse_stream(file: &Arc<str>, text: &str) -> Result<Vec<Node>, Dia
             .map_or((1, 1), |l| (l.line() as usize, l.column() as usize));
         let message = match limit_breached(&e) {
             Some(limit) => format!("yaml exceeds the loader's limits: {limit}"),
-            None => format!(
-                "invalid yaml: {}",
-                UserMessageFormatter.format_message(e.without_snippet())
-            ),
+            None => {
+                let message = UserMessageFormatter.format_message(e.without_snippet());
+                // `methods: [*]` and `paths: [/items/{id}]` are the usual culprits.
+                let hint = if message.contains("alias") || message.contains("flow") {
+                    " (quote values that contain '*', '{', '}' or ',', e.g. \"*\" or \"/items/{id}\")"
+                } else {
+                    ""
+                };
+                format!("invalid yaml: {message}{hint}")
+            }
         };
         at(file, line.max(1), column.max(1)).error(message)
     })
