@@ -841,42 +841,53 @@ spec:
 }
 
 #[tokio::test]
-async fn h2c_apps_get_h2_with_trailers_kept() {
+async fn trailers_cross_the_proxy_to_h1_and_h2c_apps() {
     let pki = Pki::new();
-    let app = Oracle::start_h2c().await;
-    let port = app.addr.port();
-    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |c| {
-        c.app.h2c_ports = vec![port];
-    })
-    .await;
-    for alpn in [H1, H2] {
-        let frontend = Via::Tls(pki.client(FRONTEND, alpn));
-        let request = Request::post("/api/v1/orders")
-            .header("te", "trailers")
-            .header("content-type", "application/grpc")
-            .body(Full::new(Bytes::from_static(b"order")))
-            .unwrap();
-        let reply = send(proxy.addr, &frontend, request).await;
-        assert_eq!(reply.status, 200, "{alpn:?}: {:?}", reply.body);
-        let seen = reply.seen();
-        assert_eq!(seen.body, "order");
-        assert_eq!(
-            seen.target,
-            format!("http://127.0.0.1:{port}/api/v1/orders")
-        );
-        assert_eq!(seen.header("te"), Some("trailers"), "{alpn:?}");
-        if alpn == H2 {
+    for h2c in [false, true] {
+        let app = if h2c {
+            Oracle::start_h2c().await
+        } else {
+            Oracle::start().await
+        };
+        let port = app.addr.port();
+        let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |c| {
+            if h2c {
+                c.app.h2c_ports = vec![port];
+            }
+        })
+        .await;
+        for alpn in [H1, H2] {
+            let frontend = Via::Tls(pki.client(FRONTEND, alpn));
+            let request = Request::post("/api/v1/orders")
+                .header("te", "trailers")
+                .header("content-type", "application/grpc")
+                .body(Full::new(Bytes::from_static(b"order")))
+                .unwrap();
+            let reply = send(proxy.addr, &frontend, request).await;
+            assert_eq!(reply.status, 200, "{alpn:?}: {:?}", reply.body);
+            let seen = reply.seen();
+            assert_eq!(seen.body, "order");
+            let expected_target = if h2c {
+                // An h2 server sees :scheme and :authority too.
+                format!("http://127.0.0.1:{port}/api/v1/orders")
+            } else {
+                "/api/v1/orders".to_owned()
+            };
+            assert_eq!(seen.target, expected_target);
+            assert_eq!(seen.header("te"), Some("trailers"), "{alpn:?}");
+            let status = reply
+                .trailers
+                .as_ref()
+                .and_then(|t| t.get("grpc-status"))
+                .map(|v| v.to_str().unwrap().to_owned());
             assert_eq!(
-                reply
-                    .trailers
-                    .as_ref()
-                    .and_then(|t| t.get("grpc-status"))
-                    .map(|v| v.to_str().unwrap()),
-                Some("0")
+                status.as_deref(),
+                Some("0"),
+                "h2c app {h2c}, client {alpn:?}"
             );
         }
+        proxy.running.shutdown().await;
     }
-    proxy.running.shutdown().await;
 }
 
 #[tokio::test]

@@ -5,9 +5,10 @@
 //!
 //! - **Hop-by-hop** (RFC 9110 §7.6.1): `Connection` and every field it names, `Keep-Alive`,
 //!   `Proxy-Connection`, `Proxy-Authenticate`, `Proxy-Authorization`, `TE` (except
-//!   `te: trailers`, which gRPC needs), `Trailer`, `Transfer-Encoding`, `Upgrade` and
+//!   `te: trailers`, which gRPC needs), `Transfer-Encoding`, `Upgrade` and
 //!   `HTTP2-Settings`. `Upgrade` (with `Connection: upgrade`) survives only when the rule
-//!   that allowed the request permits upgrades; there is never an h2c upgrade.
+//!   that allowed the request permits upgrades; there is never an h2c upgrade. `Trailer`
+//!   is end-to-end and kept: hyper sends HTTP/1 trailers only when it is present.
 //! - **Identity and override headers** a client could use to lie to the app:
 //!   `x-forwarded-client-cert` (palisade sets its own), `x-original-url`, `x-rewrite-url`,
 //!   `x-http-method-override`, `x-http-method`, `x-method-override`, `x-forwarded-for`,
@@ -27,7 +28,7 @@ use std::task::{Context, Poll};
 
 use http::header::{
     CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{Response, Version};
 use palisade_config::{Peer, SpiffeId};
@@ -42,13 +43,12 @@ pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
     HeaderName::from_static("x-forwarded-client-cert");
 
 /// Hop-by-hop fields, removed in both directions. `Upgrade` is handled separately.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     PROXY_AUTHENTICATE,
     PROXY_AUTHORIZATION,
-    TRAILER,
     TRANSFER_ENCODING,
     HeaderName::from_static("http2-settings"),
 ];
@@ -223,7 +223,7 @@ mod tests {
             ("proxy-connection", "keep-alive"),
             ("proxy-authorization", "Basic eA=="),
             ("transfer-encoding", "chunked"),
-            ("trailer", "x-checksum"),
+            ("trailer", "grpc-status"),
             ("upgrade", "h2c"),
             ("http2-settings", "AAMAAABkAAQAAP__"),
             ("te", "gzip"),
@@ -233,7 +233,7 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
-        assert_eq!(left, ["host", "x-kept"]);
+        assert_eq!(left, ["host", "trailer", "x-kept"]);
     }
 
     #[test]

@@ -282,21 +282,55 @@ async fn echo(mut request: Request<Incoming>) -> Result<Response<EchoBody>, Infa
     let json = serde_json::json!({
         "method": method, "target": target, "headers": headers, "body": body,
     });
-    let mut body = full(Bytes::from(json.to_string()));
-    if grpc {
+    let json = Bytes::from(json.to_string());
+    let body = if grpc {
         let mut trailers = http::HeaderMap::new();
         trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        body = body
-            .with_trailers(async move { Some(Ok(trailers)) })
-            .boxed();
-    }
+        ChunkedWithTrailers {
+            data: Some(json),
+            trailers: Some(trailers),
+        }
+        .boxed()
+    } else {
+        full(json)
+    };
     let mut response = Response::builder().header("content-type", "application/json");
-    if !grpc {
+    if grpc {
+        // HTTP/1 needs the announcement to send trailers at all.
+        response = response.header("trailer", "grpc-status");
+    } else {
         response = response
             .header("connection", "keep-alive, x-app-hop")
             .header("x-app-hop", "must not reach the client");
     }
     Ok(response.body(body).unwrap())
+}
+
+/// One chunk, then trailers, of unknown length up front: HTTP/1 must send it chunked, the
+/// only framing that carries trailers.
+struct ChunkedWithTrailers {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for ChunkedWithTrailers {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let frame = match (self.data.take(), self.trailers.take()) {
+            (Some(data), trailers) => {
+                self.trailers = trailers;
+                Some(Ok(http_body::Frame::data(data)))
+            }
+            (None, Some(trailers)) => Some(Ok(http_body::Frame::trailers(trailers))),
+            (None, None) => None,
+        };
+        std::task::Poll::Ready(frame)
+    }
 }
 
 /// palisade's inbound side in front of an app.
