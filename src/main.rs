@@ -29,6 +29,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Run the sidecar: mutual TLS in, policy enforced, requests forwarded to the app.
     Proxy(cmd::proxy::Args),
+    /// Install the pod's iptables rules: inbound TCP to palisade, the app's outbound TCP too.
+    Init(cmd::init::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cmd::explain::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Init(args) => cmd::init::run(args),
     };
     match result {
         Ok(code) => code,

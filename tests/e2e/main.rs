@@ -3,5 +3,7 @@
 
 mod cli;
 mod demo;
+mod init;
+mod mesh;
 mod proxy;
 mod support;

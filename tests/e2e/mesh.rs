@@ -1,0 +1,1 @@
+//! Two pods in network namespaces, joined by a veth pair: transparent mutual TLS between them.
