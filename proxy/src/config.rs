@@ -85,8 +85,10 @@ pub struct Timeouts {
     /// HTTP/1: time to receive a complete request head, also while a kept-alive connection
     /// waits for its next request (slowloris). Default 10 s.
     pub header_read: Duration,
-    /// A connection with no bytes moving in either direction for this long is closed.
-    /// Default 60 s.
+    /// An HTTP connection with no request in flight for this long is closed (h2: GOAWAY).
+    /// h2 clients are also pinged every half of this and dropped when a ping goes
+    /// unanswered for [`Timeouts::header_read`]; pooled app connections idle this long are
+    /// closed too. Default 60 s.
     pub idle: Duration,
     /// A request body must deliver a chunk at least this often, or the request fails and
     /// the app sees its body end with an error (slow POST). Default 30 s.
