@@ -97,6 +97,31 @@ async fn fixed_outbound_carries_the_apps_identity_to_the_peer() {
 }
 
 #[tokio::test]
+async fn a_rotated_identity_is_presented_on_the_next_connection() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let inbound = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |_| {}).await;
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = OutboundConfig::new(
+        listen,
+        fixed(inbound.addr, SERVER_ID),
+        pki.identity(FRONTEND),
+    );
+    // What a reloader holds: swapping it is a rotation.
+    let identity = config.identity.clone();
+    let outbound = Outbound::bind(config).await.unwrap().spawn();
+
+    let xfcc = |reply: Reply| reply.seen().headers["x-forwarded-client-cert"].clone();
+    let before = send(outbound.local_addr(), &Via::Plain, get("/api/v1/items/1")).await;
+    assert_eq!(xfcc(before), vec![format!("By={SERVER_ID};URI={FRONTEND}")]);
+    identity.store(std::sync::Arc::new(pki.identity(OPS)));
+    let after = send(outbound.local_addr(), &Via::Plain, get("/api/v1/items/1")).await;
+    assert_eq!(xfcc(after), vec![format!("By={SERVER_ID};URI={OPS}")]);
+    outbound.shutdown().await;
+    inbound.running.shutdown().await;
+}
+
+#[tokio::test]
 async fn refuses_a_peer_with_another_spiffe_id() {
     let pki = Pki::new();
     let app = Oracle::start().await;

@@ -49,6 +49,8 @@ pub(crate) struct Args {
     /// Load the policy and identity once: no watching, no re-check, no SIGHUP handling.
     #[arg(long)]
     no_reload: bool,
+    #[command(flatten)]
+    outbound: Box<crate::cmd::outbound_args::OutboundArgs>,
 }
 
 /// Where the pod's identity is, and whom it accepts.
@@ -139,6 +141,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         .await
         .with_context(|| format!("binding {}", args.inbound))?;
     tracing::info!(listen = %inbound.local_addr(), app = %args.app, "inbound listening");
+    let _outbound = args.outbound.spawn(&reloader).await?;
     let reloading = if args.no_reload {
         tracing::info!("reload off: policy and identity stay as loaded");
         None

@@ -5,8 +5,10 @@
 //! [`OutboundConfig`] and hands it to [`Outbound::bind`](super::Outbound::bind).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use palisade_config::SpiffeId;
 
 use super::Cidr;
@@ -24,8 +26,9 @@ pub struct OutboundConfig {
     pub listen: SocketAddr,
     /// Where accepted connections go.
     pub destinations: Destinations,
-    /// The pod's SVID, presented to every meshed peer.
-    pub identity: Identity,
+    /// The pod's SVID, presented to every meshed peer. A rotation (the reloader swaps it)
+    /// takes effect for the next connection; open connections keep their session.
+    pub identity: Arc<ArcSwap<Identity>>,
     /// Trust domains a meshed peer's SPIFFE ID may be in.
     pub trust: TrustDomains,
     /// Timeouts.
@@ -103,7 +106,7 @@ impl OutboundConfig {
             listen,
             destinations,
             trust: TrustDomains::of(identity.id()),
-            identity,
+            identity: Arc::new(ArcSwap::from_pointee(identity)),
             timeouts: OutboundTimeouts::default(),
         }
     }

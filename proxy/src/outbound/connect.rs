@@ -5,15 +5,16 @@
 //! pass-through destination.
 //!
 //! One `rustls::ClientConfig` is built per expectation (any ID in the trust domains, or one
-//! exact ID) when the listener starts, and reused for every connection: its session cache
-//! is what lets a second connection to the same peer resume instead of doing a full
-//! handshake.
+//! exact ID) and reused for every connection: its session cache is what lets a second
+//! connection to the same peer resume instead of doing a full handshake. When the pod's
+//! identity rotates, the configs are rebuilt once, for the next connection.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use palisade_config::SpiffeId;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
@@ -21,13 +22,25 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::{Destinations, OutboundConfig, OutboundTimeouts, Upstream};
-use crate::tls::{ClientOptions, TlsError, client_config, peer_id, server_name};
+use crate::tls::{
+    ClientOptions, Identity, TlsError, TrustDomains, client_config, peer_id, server_name,
+};
 
 /// Connects to meshed peers (mutual TLS) and pass-through destinations (plain TCP).
 pub(crate) struct Connector {
-    /// Keyed by the expected SPIFFE ID (`None`: any ID in the trust domains).
-    configs: HashMap<Option<SpiffeId>, Arc<ClientConfig>>,
+    identity: Arc<ArcSwap<Identity>>,
+    trust: TrustDomains,
+    /// Every expectation a route can carry.
+    expectations: Vec<Option<SpiffeId>>,
+    configs: ArcSwap<Configs>,
     timeouts: OutboundTimeouts,
+}
+
+/// The client configs of one identity.
+struct Configs {
+    identity: Arc<Identity>,
+    /// Keyed by the expected SPIFFE ID (`None`: any ID in the trust domains).
+    by_expected: HashMap<Option<SpiffeId>, Arc<ClientConfig>>,
 }
 
 /// A mutual-TLS session with a meshed peer, and who the peer proved to be.
@@ -72,6 +85,9 @@ pub enum ConnectError {
     /// every upstream the config can route to gets one when the listener starts).
     #[error("no tls client config for {0}")]
     NoConfig(SocketAddr),
+    /// The TLS client config could not be rebuilt for a rotated identity.
+    #[error("cannot build the tls client config for the rotated identity")]
+    Tls(#[source] TlsError),
 }
 
 // === impl Connector ===
@@ -87,19 +103,14 @@ impl Connector {
                 expectations.extend(rules.explicit.iter().map(|u| u.expected.clone()));
             }
         }
-        let mut configs = HashMap::new();
-        for expected in expectations {
-            if configs.contains_key(&expected) {
-                continue;
-            }
-            let options = ClientOptions {
-                expected: expected.clone(),
-                ..ClientOptions::new(config.trust.clone())
-            };
-            configs.insert(expected, client_config(&config.identity, &options)?);
-        }
+        expectations.dedup();
+        let identity = config.identity.load_full();
+        let configs = Configs::build(identity, &config.trust, &expectations)?;
         Ok(Connector {
-            configs,
+            identity: config.identity.clone(),
+            trust: config.trust.clone(),
+            expectations,
+            configs: ArcSwap::from_pointee(configs),
             timeouts: config.timeouts.clone(),
         })
     }
@@ -121,7 +132,7 @@ impl Connector {
     pub(crate) async fn mesh(&self, upstream: &Upstream) -> Result<Meshed, ConnectError> {
         let addr = upstream.addr;
         let config = self
-            .config_for(&upstream.expected)
+            .config_for(&upstream.expected)?
             .ok_or(ConnectError::NoConfig(addr))?;
         let tcp = self.plain(addr).await?;
         let connector = TlsConnector::from(config);
@@ -145,8 +156,43 @@ impl Connector {
         })
     }
 
-    /// The config built for `expected`; never a weaker one.
-    fn config_for(&self, expected: &Option<SpiffeId>) -> Option<Arc<ClientConfig>> {
-        self.configs.get(expected).cloned()
+    /// The config built for `expected` with the identity in force; never a weaker one.
+    fn config_for(
+        &self,
+        expected: &Option<SpiffeId>,
+    ) -> Result<Option<Arc<ClientConfig>>, ConnectError> {
+        let identity = self.identity.load_full();
+        let mut configs = self.configs.load_full();
+        if !Arc::ptr_eq(&configs.identity, &identity) {
+            tracing::info!(identity = %identity.id(), "outbound: identity rotated, new tls client configs");
+            let built = Configs::build(identity, &self.trust, &self.expectations)
+                .map_err(ConnectError::Tls)?;
+            configs = Arc::new(built);
+            self.configs.store(configs.clone());
+        }
+        Ok(configs.by_expected.get(expected).cloned())
+    }
+}
+
+// === impl Configs ===
+
+impl Configs {
+    fn build(
+        identity: Arc<Identity>,
+        trust: &TrustDomains,
+        expectations: &[Option<SpiffeId>],
+    ) -> Result<Configs, TlsError> {
+        let mut by_expected = HashMap::new();
+        for expected in expectations {
+            let options = ClientOptions {
+                expected: expected.clone(),
+                ..ClientOptions::new(trust.clone())
+            };
+            by_expected.insert(expected.clone(), client_config(&identity, &options)?);
+        }
+        Ok(Configs {
+            identity,
+            by_expected,
+        })
     }
 }
