@@ -392,3 +392,33 @@ fn transparent_mtls_between_two_pods() {
     let b_log = stderr_of(&palisade_b.terminate(LIMIT));
     assert!(b_log.contains("inbound listening"), "{b_log}");
 }
+
+/// The demo's mesh on 127.0.0.1 (no root): app A's plain call through palisade's outbound
+/// side (fixed destination) arrives as `frontend` and meets the policy.
+#[test]
+fn demo_routes_app_a_through_the_outbound_side() {
+    let mut command = crate::support::palisade();
+    command.arg("demo");
+    let output = crate::support::run(command, Duration::from_secs(60));
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("app A via palisade outbound"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(
+        rows[0].contains("200 ok")
+            && rows[0].contains("app saw GET /api/v1/items/7 from ns/web/sa/frontend"),
+        "{}",
+        rows[0]
+    );
+    assert!(rows[1].contains("403 forbidden"), "{}", rows[1]);
+    assert!(
+        stdout.contains("palisade outbound http://127.0.0.1:"),
+        "{stdout}"
+    );
+}

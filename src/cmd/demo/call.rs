@@ -30,6 +30,9 @@ pub(super) struct Caller {
     pub(super) peer: Peer,
     /// mTLS client config; `None` calls over plaintext.
     pub(super) tls: Option<Arc<ClientConfig>>,
+    /// Plain HTTP to palisade's outbound listener (app A's view), which carries the call
+    /// to the inbound side over mutual TLS with the caller's identity.
+    pub(super) via_outbound: bool,
 }
 
 /// What one call got.

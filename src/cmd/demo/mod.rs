@@ -3,8 +3,10 @@
 //! It mints a CA and SPIFFE identities (rcgen) in a temporary directory, starts an example
 //! app and palisade's inbound side in front of it with `examples/orders-api.yaml`, then makes
 //! real calls — mutual TLS from several identities, a plaintext one, one from a rogue CA —
-//! and prints who asked for what, what came back and why. `--keep` stays up and prints curl
-//! commands to try by hand.
+//! and prints who asked for what, what came back and why. The last calls go the way an app in
+//! the mesh makes them: app A speaks plain HTTP to palisade's outbound listener (fixed
+//! destination), which carries them to palisade's inbound side over mutual TLS as
+//! `frontend`. `--keep` stays up and prints curl commands to try by hand.
 
 mod app;
 mod call;
@@ -16,8 +18,11 @@ use anyhow::{Context, Result};
 use palisade_config::{LoadOptions, Peer, Policy, SpiffeId, normalize};
 use palisade_proxy::config::InboundConfig;
 use palisade_proxy::inbound::Inbound;
+use palisade_proxy::outbound::{Destinations, Outbound, OutboundConfig, Upstream};
 use palisade_proxy::pki::{Ca, SvidOptions, write_identity};
-use palisade_proxy::tls::{ClientOptions, Identity, TrustDomains, client_config, server_config};
+use palisade_proxy::tls::{
+    ClientOptions, Identity, IdentityPaths, TrustDomains, client_config, server_config,
+};
 
 use self::call::{Caller, Outcome};
 
@@ -103,6 +108,16 @@ const SCRIPT: &[Script] = &[
         method: "GET",
         target: "/api/v1/items",
     },
+    Script {
+        caller: "app-a",
+        method: "GET",
+        target: "/api/v1/items/7",
+    },
+    Script {
+        caller: "app-a",
+        method: "DELETE",
+        target: "/api/v1/items/7",
+    },
 ];
 
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
@@ -137,12 +152,33 @@ async fn demo(args: Args) -> Result<ExitCode> {
     let proxy = inbound.local_addr();
     let running = inbound.spawn();
 
+    // App A's side: an outbound listener standing for the orders service.
+    let frontend = Identity::load(&mesh.frontend_files).context("loading app A's identity")?;
+    let upstream = Upstream {
+        addr: proxy,
+        expected: Some(SpiffeId::parse(SERVER_ID)?),
+    };
+    let outbound = OutboundConfig::new(
+        "127.0.0.1:0".parse().context("listen address")?,
+        Destinations::Fixed(upstream),
+        frontend,
+    );
+    let outbound = Outbound::bind(outbound)
+        .await
+        .context("starting palisade's outbound side")?;
+    let outbound_addr = outbound.local_addr();
+    let outbound = outbound.spawn();
+
     println!("palisade demo: a local mesh on 127.0.0.1");
     println!(
         "  app (orders)      http://{}  (reachable only through palisade in a pod)",
         app.addr
     );
     println!("  palisade inbound  https://{proxy}  identity {SERVER_ID}, mTLS strict");
+    println!(
+        "  palisade outbound http://{outbound_addr}  app A's side: mTLS to {proxy} as ns/web/sa/frontend, expects {}",
+        short(SERVER_ID)
+    );
     println!(
         "  policy            {POLICY_NAME} (version {}, {} rules)",
         policy.version(),
@@ -155,7 +191,12 @@ async fn demo(args: Args) -> Result<ExitCode> {
     let mut all_expected = true;
     for step in SCRIPT {
         let caller = mesh.caller(step.caller)?;
-        let outcome = call::send(proxy, &caller, step.method, step.target).await;
+        let to = if caller.via_outbound {
+            outbound_addr
+        } else {
+            proxy
+        };
+        let outcome = call::send(to, &caller, step.method, step.target).await;
         let why = explain(&policy, &caller, step.method, step.target, &outcome);
         all_expected &= outcome.matches_policy(&policy, &caller, step.method, step.target);
         rows.push([
@@ -169,13 +210,16 @@ async fn demo(args: Args) -> Result<ExitCode> {
     println!();
     println!("Allowed calls reach the app with the normalized path and the caller's identity");
     println!("in x-forwarded-client-cert; everything else is refused before it gets there.");
+    println!("App A's calls leave as plain HTTP and cross the wire as mutual TLS: palisade's");
+    println!("outbound side presents app A's identity and checks the server's.");
 
     if args.keep {
-        print_curl_help(&mesh, proxy);
+        print_curl_help(&mesh, proxy, outbound_addr);
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;
     }
+    outbound.shutdown().await;
     running.shutdown().await;
     app.stop().await;
     if all_expected {
@@ -240,7 +284,7 @@ fn print_table(header: &[&str; 4], rows: &[[String; 4]]) {
     }
 }
 
-fn print_curl_help(mesh: &Mesh, proxy: std::net::SocketAddr) {
+fn print_curl_help(mesh: &Mesh, proxy: std::net::SocketAddr, outbound: std::net::SocketAddr) {
     let d = &mesh.dir;
     println!();
     println!("palisade stays up (Ctrl-C to stop). Try it by hand:");
@@ -257,6 +301,9 @@ fn print_curl_help(mesh: &Mesh, proxy: std::net::SocketAddr) {
         d = d.display(),
     );
     println!(
+        "  curl http://{outbound}/api/v1/items/42    (as app A: plain HTTP, mTLS on the wire)"
+    );
+    println!(
         "  palisade explain --policy {POLICY_NAME} --peer spiffe://cluster.local/ns/web/sa/frontend \"DELETE /api/v1/items/42\""
     );
 }
@@ -265,6 +312,8 @@ fn print_curl_help(mesh: &Mesh, proxy: std::net::SocketAddr) {
 struct Mesh {
     dir: PathBuf,
     server_files: palisade_proxy::tls::IdentityPaths,
+    /// App A's identity, presented by the outbound side.
+    frontend_files: palisade_proxy::tls::IdentityPaths,
     callers: Vec<Caller>,
 }
 
@@ -300,8 +349,19 @@ impl Mesh {
                 label: format!("{name} ({})", short(id)),
                 peer: Peer::Spiffe(SpiffeId::parse(id)?),
                 tls: Some(client_config(&identity, &client_options)?),
+                via_outbound: false,
             });
         }
+        let frontend_files = IdentityPaths::in_dir(dir.join("frontend"));
+        callers.push(Caller {
+            name: "app-a",
+            label: "app A via palisade outbound (ns/web/sa/frontend)".to_owned(),
+            peer: Peer::Spiffe(SpiffeId::parse(
+                "spiffe://cluster.local/ns/web/sa/frontend",
+            )?),
+            tls: None,
+            via_outbound: true,
+        });
         // A caller with a certificate from a CA the mesh does not trust.
         let rogue_ca = Ca::new(TRUST_DOMAIN)?;
         let rogue = rogue_ca.issue_svid("spiffe://cluster.local/ns/web/sa/frontend", &options)?;
@@ -315,16 +375,19 @@ impl Mesh {
                 &server_identity,
                 &client_options,
             )?),
+            via_outbound: false,
         });
         callers.push(Caller {
             name: "plaintext",
             label: "plaintext (no TLS)".to_owned(),
             peer: Peer::Unauthenticated,
             tls: None,
+            via_outbound: false,
         });
         Ok(Mesh {
             dir: dir.to_owned(),
             server_files,
+            frontend_files,
             callers,
         })
     }
