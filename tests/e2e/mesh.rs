@@ -46,7 +46,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
         xfcc = self.headers.get("x-forwarded-client-cert", "-")
-        body = ("app-b saw %s %s xfcc=%s" % (self.command, self.path, xfcc)).encode()
+        port = self.server.server_address[1]
+        body = ("app-b:%d saw %s %s xfcc=%s" % (port, self.command, self.path, xfcc)).encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -178,7 +179,7 @@ fn start_palisade(netns: &Netns, identity: &Path, policy: &Path, extra: &[&str])
         "--mesh-cidr",
         "10.77.0.0/24,fd77::/64",
         "--mesh-port",
-        "8080",
+        "8080,8081",
     ];
     argv.extend(extra);
     let mut command = netns.command(&argv);
@@ -278,8 +279,9 @@ fn transparent_mtls_between_two_pods() {
     init(&b, &["--exclude-inbound-ports", PLAIN_PORT]);
 
     let app = files.app.to_str().expect("path");
-    let _app_b = spawn(&b, &["python3", app, "8080", PLAIN_PORT]);
+    let _app_b = spawn(&b, &["python3", app, "8080", "8081", PLAIN_PORT]);
     wait_listening(&b, "8080");
+    wait_listening(&b, "8081");
     wait_listening(&b, PLAIN_PORT);
     let palisade_b = start_palisade(&b, &files.b, &files.policy, &[]);
     let palisade_a = start_palisade(&a, &files.a, &files.policy, &["--unmeshed", "pass-through"]);
@@ -295,14 +297,24 @@ fn transparent_mtls_between_two_pods() {
     assert_eq!(code, 0, "{body}");
     assert_eq!(
         body,
-        format!("app-b saw GET {secret4} xfcc=By={B_ID};URI={A_ID}")
+        format!("app-b:8080 saw GET {secret4} xfcc=By={B_ID};URI={A_ID}")
     );
     let secret6 = "/api/v1/items/secret-v6";
     let (code, body) = curl(&a, &[&format!("http://[{B6}]:8080{secret6}")]);
     assert_eq!(code, 0, "{body}");
     assert_eq!(
         body,
-        format!("app-b saw GET {secret6} xfcc=By={B_ID};URI={A_ID}")
+        format!("app-b:8080 saw GET {secret6} xfcc=By={B_ID};URI={A_ID}")
+    );
+    // B's inbound side forwards to the port A meant (its original destination).
+    let (code, body) = curl(
+        &a,
+        &[&format!("http://[{B6}]:8081/api/v1/items/other-port")],
+    );
+    assert_eq!(code, 0, "{body}");
+    assert_eq!(
+        body,
+        format!("app-b:8081 saw GET /api/v1/items/other-port xfcc=By={B_ID};URI={A_ID}")
     );
 
     // B's policy denies what no rule allows.
@@ -316,10 +328,10 @@ fn transparent_mtls_between_two_pods() {
     // Unmeshed destination (port outside --mesh-port), passed through in plaintext.
     let (code, body) = curl(&a, &[&format!("http://{B4}:{PLAIN_PORT}/plain-control")]);
     assert_eq!(code, 0, "{body}");
-    assert_eq!(body, "app-b saw GET /plain-control xfcc=-");
+    assert_eq!(body, "app-b:9090 saw GET /plain-control xfcc=-");
 
     // Every app connection was redirected once; palisade's own connections returned early.
-    for (iptables, connections) in [("iptables", 3), ("ip6tables", 1)] {
+    for (iptables, connections) in [("iptables", 3), ("ip6tables", 2)] {
         let redirected = counter(&a, iptables, "PALISADE_OUTPUT", "redir ports 15001");
         assert_eq!(
             redirected, connections,
@@ -366,7 +378,7 @@ fn transparent_mtls_between_two_pods() {
     let a_log = stderr_of(&palisade_a.terminate(LIMIT));
     assert_eq!(
         a_log.matches("outbound connection meshed").count(),
-        3,
+        4,
         "{a_log}"
     );
     assert!(a_log.contains(&format!("peer.id={B_ID}")), "{a_log}");
