@@ -12,9 +12,15 @@ use std::collections::HashMap;
 use crate::policy::Route;
 use crate::template::Segment;
 
+/// A segment trie of route shapes. Literal edges live in one map keyed by (node, text), so
+/// nodes themselves allocate nothing.
+struct Trie<'s> {
+    nodes: Vec<Node>,
+    literals: HashMap<(usize, &'s str), usize>,
+}
+
 #[derive(Default)]
-struct Node<'s> {
-    literals: HashMap<&'s str, usize>,
+struct Node {
     param: Option<usize>,
     /// The route whose catch-all starts at this depth.
     catch_all: Option<usize>,
@@ -25,15 +31,18 @@ struct Node<'s> {
 /// Adds to every route the entries of the routes covering it, keeping rule order.
 /// `shapes[r]` are the segments of route `r`.
 pub(super) fn merge(routes: &mut [Route], shapes: &[Vec<Segment>]) {
-    let mut nodes = vec![Node::default()];
+    let mut trie = Trie {
+        nodes: vec![Node::default()],
+        literals: HashMap::with_capacity(shapes.len() * 4),
+    };
     for (route, segments) in shapes.iter().enumerate() {
-        insert(&mut nodes, route, segments);
+        trie.insert(route, segments);
     }
     let mut merged = Vec::new();
     let mut covering = Vec::new();
     for (route, segments) in shapes.iter().enumerate() {
         covering.clear();
-        walk(&nodes, 0, segments, 0, &mut covering);
+        trie.walk(0, segments, 0, &mut covering);
         covering.retain(|&r| r != route);
         if covering.is_empty() {
             continue; // the common case: nothing to add, nothing to copy
@@ -54,64 +63,68 @@ pub(super) fn merge(routes: &mut [Route], shapes: &[Vec<Segment>]) {
     }
 }
 
-fn insert<'s>(nodes: &mut Vec<Node<'s>>, route: usize, segments: &'s [Segment]) {
-    let mut at = 0;
-    for segment in segments {
-        let next = match segment {
-            Segment::Literal(l) => nodes[at].literals.get(l.as_str()).copied(),
-            Segment::Param(_) => nodes[at].param,
-            Segment::CatchAll(_) => {
-                nodes[at].catch_all = Some(route);
-                return;
-            }
-        };
-        at = match next {
-            Some(n) => n,
-            None => {
-                nodes.push(Node::default());
-                let n = nodes.len() - 1;
-                match segment {
-                    Segment::Literal(l) => {
-                        nodes[at].literals.insert(l, n);
-                    }
-                    _ => nodes[at].param = Some(n),
-                }
-                n
-            }
-        };
-    }
-    nodes[at].route = Some(route);
-}
+// === impl Trie ===
 
-/// Collects every route that matches all paths matched by `segments`.
-fn walk(nodes: &[Node], at: usize, segments: &[Segment], i: usize, out: &mut Vec<usize>) {
-    let node = &nodes[at];
-    let rest = &segments[i..];
-    // A catch-all here needs one or more remaining segments; a lone trailing "" is none.
-    if let Some(route) = node.catch_all
-        && !rest.is_empty()
-        && rest != [Segment::Literal(String::new())]
-    {
-        out.push(route);
+impl<'s> Trie<'s> {
+    fn insert(&mut self, route: usize, segments: &'s [Segment]) {
+        let mut at = 0;
+        for segment in segments {
+            let next = match segment {
+                Segment::Literal(l) => self.literals.get(&(at, l.as_str())).copied(),
+                Segment::Param(_) => self.nodes[at].param,
+                Segment::CatchAll(_) => {
+                    self.nodes[at].catch_all = Some(route);
+                    return;
+                }
+            };
+            at = match next {
+                Some(n) => n,
+                None => {
+                    self.nodes.push(Node::default());
+                    let n = self.nodes.len() - 1;
+                    match segment {
+                        Segment::Literal(l) => {
+                            self.literals.insert((at, l), n);
+                        }
+                        _ => self.nodes[at].param = Some(n),
+                    }
+                    n
+                }
+            };
+        }
+        self.nodes[at].route = Some(route);
     }
-    let Some(segment) = rest.first() else {
-        out.extend(node.route);
-        return;
-    };
-    match segment {
-        Segment::Literal(l) => {
-            if let Some(&n) = node.literals.get(l.as_str()) {
-                walk(nodes, n, segments, i + 1, out);
-            }
-            if let (false, Some(n)) = (l.is_empty(), node.param) {
-                walk(nodes, n, segments, i + 1, out);
-            }
+
+    /// Collects every route that matches all paths matched by `segments`.
+    fn walk(&self, at: usize, segments: &[Segment], i: usize, out: &mut Vec<usize>) {
+        let node = &self.nodes[at];
+        let rest = &segments[i..];
+        // A catch-all here needs one or more remaining segments; a lone trailing "" is none.
+        if let Some(route) = node.catch_all
+            && !rest.is_empty()
+            && rest != [Segment::Literal(String::new())]
+        {
+            out.push(route);
         }
-        Segment::Param(_) => {
-            if let Some(n) = node.param {
-                walk(nodes, n, segments, i + 1, out);
+        let Some(segment) = rest.first() else {
+            out.extend(node.route);
+            return;
+        };
+        match segment {
+            Segment::Literal(l) => {
+                if let Some(&n) = self.literals.get(&(at, l.as_str())) {
+                    self.walk(n, segments, i + 1, out);
+                }
+                if let (false, Some(n)) = (l.is_empty(), node.param) {
+                    self.walk(n, segments, i + 1, out);
+                }
             }
+            Segment::Param(_) => {
+                if let Some(n) = node.param {
+                    self.walk(n, segments, i + 1, out);
+                }
+            }
+            Segment::CatchAll(_) => {}
         }
-        Segment::CatchAll(_) => {}
     }
 }
