@@ -122,6 +122,50 @@ async fn a_rotated_identity_is_presented_on_the_next_connection() {
 }
 
 #[tokio::test]
+async fn an_h2c_app_is_carried_as_h2() {
+    let pki = Pki::new();
+    let app = Oracle::start_h2c().await;
+    let inbound = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |config| {
+        config.app.h2c_ports = vec![app.addr.port()];
+    })
+    .await;
+    let outbound = start_outbound(&pki, FRONTEND, fixed(inbound.addr, SERVER_ID)).await;
+
+    // The app speaks HTTP/2 with prior knowledge to its local outbound listener.
+    let tcp = TcpStream::connect(outbound.local_addr()).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://orders.shop/api/v1/items/9")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(LIMIT, sender.send_request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    // An h2 app sees the absolute form; the path is what matters.
+    let target = json["target"].as_str().unwrap();
+    assert!(target.ends_with("/api/v1/items/9"), "{target}");
+    assert_eq!(
+        json["headers"]["x-forwarded-client-cert"][0],
+        format!("By={SERVER_ID};URI={FRONTEND}")
+    );
+    outbound.shutdown().await;
+    inbound.running.shutdown().await;
+}
+
+#[tokio::test]
 async fn refuses_a_peer_with_another_spiffe_id() {
     let pki = Pki::new();
     let app = Oracle::start().await;

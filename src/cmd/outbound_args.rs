@@ -36,6 +36,14 @@ pub(crate) struct OutboundArgs {
     /// (repeatable). Meshed whatever --mesh-cidr says.
     #[arg(long = "mesh-destination", value_name = "ADDR=SPIFFE_ID", value_parser = parse_destination)]
     mesh_destinations: Vec<Upstream>,
+    /// Meshed destination ports that carry a server-first protocol (MySQL, SMTP…): the
+    /// app's first bytes are not awaited (comma-separated, repeatable).
+    #[arg(
+        long = "outbound-opaque-port",
+        value_delimiter = ',',
+        value_name = "PORT"
+    )]
+    outbound_opaque_ports: Vec<u16>,
     /// What happens to original destinations outside the mesh.
     #[arg(long, value_enum, default_value_t = UnmeshedArg::PassThrough)]
     unmeshed: UnmeshedArg,
@@ -80,6 +88,7 @@ impl OutboundArgs {
                     UnmeshedArg::PassThrough => Unmeshed::PassThrough,
                     UnmeshedArg::Refuse => Unmeshed::Refuse,
                 },
+                opaque_ports: self.outbound_opaque_ports,
             };
             configs.push((listen, Destinations::Transparent(rules)));
         } else if !self.mesh_cidrs.is_empty() || !self.mesh_destinations.is_empty() {

@@ -71,6 +71,9 @@ pub struct MeshRules {
     pub explicit: Vec<Upstream>,
     /// What happens to every other destination.
     pub unmeshed: Unmeshed,
+    /// Destination ports whose protocol is not sniffed (server-first protocols such as
+    /// MySQL or SMTP, which would otherwise wait [`OutboundTimeouts::detect`]).
+    pub opaque_ports: Vec<u16>,
 }
 
 /// What the outbound side does with a destination outside the mesh.
@@ -91,6 +94,10 @@ pub struct OutboundTimeouts {
     pub connect: Duration,
     /// Time for the TLS handshake with a meshed peer. Default 10 s.
     pub handshake: Duration,
+    /// Time to wait for the app's first bytes on a meshed connection, to offer ALPN `h2`
+    /// for an HTTP/2 preface. A silent app (server-first protocol) proceeds after this.
+    /// Default 1 s.
+    pub detect: Duration,
     /// On shutdown, time open connections get to finish before they are closed.
     /// Default 20 s.
     pub drain: Duration,
@@ -119,6 +126,7 @@ impl Default for OutboundTimeouts {
         Self {
             connect: Duration::from_secs(5),
             handshake: Duration::from_secs(10),
+            detect: Duration::from_secs(1),
             drain: Duration::from_secs(20),
         }
     }

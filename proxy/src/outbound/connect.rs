@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::detect::Protocol;
 use super::{Destinations, OutboundConfig, OutboundTimeouts, Upstream};
 use crate::tls::{
     ClientOptions, Identity, TlsError, TrustDomains, client_config, peer_id, server_name,
@@ -39,8 +40,9 @@ pub(crate) struct Connector {
 /// The client configs of one identity.
 struct Configs {
     identity: Arc<Identity>,
-    /// Keyed by the expected SPIFFE ID (`None`: any ID in the trust domains).
-    by_expected: HashMap<Option<SpiffeId>, Arc<ClientConfig>>,
+    /// Keyed by the expected SPIFFE ID (`None`: any ID in the trust domains) and the
+    /// protocol (which ALPN to offer).
+    by_expected: HashMap<(Option<SpiffeId>, Protocol), Arc<ClientConfig>>,
 }
 
 /// A mutual-TLS session with a meshed peer, and who the peer proved to be.
@@ -128,11 +130,15 @@ impl Connector {
         Ok(stream)
     }
 
-    /// Mutual TLS to `upstream`, its SPIFFE ID verified.
-    pub(crate) async fn mesh(&self, upstream: &Upstream) -> Result<Meshed, ConnectError> {
+    /// Mutual TLS to `upstream`, its SPIFFE ID verified, offering the ALPN of `protocol`.
+    pub(crate) async fn mesh(
+        &self,
+        upstream: &Upstream,
+        protocol: Protocol,
+    ) -> Result<Meshed, ConnectError> {
         let addr = upstream.addr;
         let config = self
-            .config_for(&upstream.expected)?
+            .config_for(&upstream.expected, protocol)?
             .ok_or(ConnectError::NoConfig(addr))?;
         let tcp = self.plain(addr).await?;
         let connector = TlsConnector::from(config);
@@ -160,6 +166,7 @@ impl Connector {
     fn config_for(
         &self,
         expected: &Option<SpiffeId>,
+        protocol: Protocol,
     ) -> Result<Option<Arc<ClientConfig>>, ConnectError> {
         let identity = self.identity.load_full();
         let mut configs = self.configs.load_full();
@@ -170,7 +177,10 @@ impl Connector {
             configs = Arc::new(built);
             self.configs.store(configs.clone());
         }
-        Ok(configs.by_expected.get(expected).cloned())
+        Ok(configs
+            .by_expected
+            .get(&(expected.clone(), protocol))
+            .cloned())
     }
 }
 
@@ -184,11 +194,19 @@ impl Configs {
     ) -> Result<Configs, TlsError> {
         let mut by_expected = HashMap::new();
         for expected in expectations {
-            let options = ClientOptions {
-                expected: expected.clone(),
-                ..ClientOptions::new(trust.clone())
-            };
-            by_expected.insert(expected.clone(), client_config(&identity, &options)?);
+            for protocol in [Protocol::Opaque, Protocol::H2] {
+                let alpn = match protocol {
+                    Protocol::H2 => vec![b"h2".to_vec()],
+                    Protocol::Opaque => Vec::new(),
+                };
+                let options = ClientOptions {
+                    expected: expected.clone(),
+                    alpn,
+                    ..ClientOptions::new(trust.clone())
+                };
+                let config = client_config(&identity, &options)?;
+                by_expected.insert((expected.clone(), protocol), config);
+            }
         }
         Ok(Configs {
             identity,

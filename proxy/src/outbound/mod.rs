@@ -3,8 +3,9 @@
 //! One connection, top to bottom (see [`serve`]):
 //!
 //! accept → original destination (`SO_ORIGINAL_DST`, transparent mode) → [`route`]
-//! (meshed / pass through / refuse) → connect ([`connect`]: mutual TLS with the pod's SVID,
-//! the peer's SPIFFE ID verified) → bytes copied both ways (L4: any protocol).
+//! (meshed / pass through / refuse) → [`detect`] (h2 preface → ALPN `h2`) → connect
+//! ([`connect`]: mutual TLS with the pod's SVID, the peer's SPIFFE ID verified) → bytes
+//! copied both ways (L4: any protocol).
 //!
 //! Two modes ([`Destinations`]): transparent, where `palisade init`'s iptables rules send the
 //! app's outbound TCP to this listener, and fixed, where the listener stands for one peer
@@ -27,6 +28,7 @@ use crate::tls::TlsError;
 pub mod cidr;
 pub mod config;
 pub mod connect;
+pub mod detect;
 pub mod route;
 mod serve;
 
@@ -36,6 +38,7 @@ pub use self::config::{
     Upstream,
 };
 pub use self::connect::ConnectError;
+pub use self::detect::Protocol;
 pub use self::route::{Refusal, Route, route};
 
 /// A bound outbound listener, ready to serve.

@@ -94,6 +94,7 @@ mod tests {
                 expected: Some(SpiffeId::parse(DB).unwrap()),
             }],
             unmeshed,
+            opaque_ports: Vec::new(),
         })
     }
 

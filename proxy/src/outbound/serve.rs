@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::connect::{ConnectError, Connector};
+use super::detect::{Protocol, detect};
 use super::route::{Refusal, Route, route};
 use super::{Destinations, OutboundConfig, Stats};
 
@@ -111,9 +112,20 @@ async fn connection(
     };
     match route(&shared.config.destinations, orig_dst) {
         Route::Mesh(upstream) => {
+            let opaque = match &shared.config.destinations {
+                Destinations::Transparent(rules) => {
+                    rules.opaque_ports.contains(&upstream.addr.port())
+                }
+                Destinations::Fixed(_) => false,
+            };
+            let protocol = if opaque {
+                Protocol::Opaque
+            } else {
+                detect(&app, shared.config.timeouts.detect).await
+            };
             let mut meshed = shared
                 .connector
-                .mesh(&upstream)
+                .mesh(&upstream, protocol)
                 .await
                 .map_err(ConnectionError::Connect)?;
             Stats::incr(&shared.stats.meshed);
@@ -125,6 +137,7 @@ async fn connection(
                 dst = %upstream.addr,
                 peer.id = %meshed.peer,
                 tls.resumed = meshed.resumed,
+                h2 = protocol == Protocol::H2,
                 "outbound connection meshed"
             );
             // Errors here are either side hanging up; there is nobody to tell.
