@@ -6,4 +6,5 @@ mod demo;
 mod init;
 mod mesh;
 mod proxy;
+mod reload;
 mod support;
