@@ -761,6 +761,25 @@ fn identity_refuses_missing_eku() {
 }
 
 #[test]
+fn identity_without_client_auth_serves_but_cannot_originate() {
+    let ca = Ca::new(TD).unwrap();
+    let server_only = SvidOptions {
+        client_auth: false,
+        ..SvidOptions::default()
+    };
+    let (paths, _d) = identity_files(&ca, &server_only);
+    let identity = Identity::load(&paths).expect("a serverAuth-only identity loads");
+    assert!(!identity.client_auth());
+    let trust = TrustDomains::new([TD]).unwrap();
+    assert!(server_config(&identity, &trust).is_ok());
+    let error = client_config(&identity, &ClientOptions::new(trust)).unwrap_err();
+    assert!(
+        matches!(error, palisade_proxy::tls::TlsError::NoClientAuth { .. }),
+        "{error}"
+    );
+}
+
+#[test]
 fn default_identity_paths_are_documented_ones() {
     let paths = IdentityPaths::default();
     assert_eq!(

@@ -35,6 +35,11 @@ pub fn client_config(
     identity: &Identity,
     options: &ClientOptions,
 ) -> Result<Arc<ClientConfig>, TlsError> {
+    if !identity.client_auth() {
+        return Err(TlsError::NoClientAuth {
+            id: identity.id().clone(),
+        });
+    }
     let provider = provider();
     let verifier = SpiffeServerVerifier::new(
         identity.roots().clone(),

@@ -44,6 +44,7 @@ pub struct IdentityPaths {
 pub struct Identity {
     id: SpiffeId,
     not_after: i64,
+    client_auth: bool,
     certified_key: Arc<CertifiedKey>,
     roots: Arc<RootCertStore>,
 }
@@ -246,9 +247,14 @@ impl Identity {
     /// Reads and verifies the identity files.
     ///
     /// Checks, in order: each file parses; the key matches the leaf; the leaf has exactly one
-    /// URI SAN and it is a valid SPIFFE ID; the leaf carries the clientAuth and serverAuth
-    /// extended key usages; every chain certificate is valid now; the chain verifies against
-    /// the bundle.
+    /// URI SAN and it is a valid SPIFFE ID; the leaf carries the serverAuth extended key usage
+    /// (every sidecar serves inbound); every chain certificate is valid now; the chain
+    /// verifies against the bundle (also for client use when the leaf carries clientAuth).
+    ///
+    /// The clientAuth extended key usage is only needed to originate mutual TLS (outbound);
+    /// [`Identity::client_auth`] says whether the leaf has it, and
+    /// [`client_config`](super::client_config) refuses an identity without it. SVIDs from
+    /// csi-driver-spiffe and SPIRE carry both.
     ///
     /// # Security
     ///
@@ -275,14 +281,15 @@ impl Identity {
                 chain: paths.chain.clone(),
             })?;
 
-        let id = leaf_spiffe_id(&paths.chain, &chain[0])?;
+        let (id, client_auth) = leaf_spiffe_id(&paths.chain, &chain[0])?;
         let not_after = check_validity(&paths.chain, &chain)?;
         let roots = trust_anchors(&paths.bundle, bundle)?;
-        verify_chain(paths, &chain, &roots, &provider)?;
+        verify_chain(paths, &chain, &roots, &provider, client_auth)?;
 
         Ok(Identity {
             id,
             not_after,
+            client_auth,
             certified_key: Arc::new(certified_key),
             roots,
         })
@@ -291,6 +298,12 @@ impl Identity {
     /// The pod's SPIFFE ID (the leaf's URI SAN).
     pub fn id(&self) -> &SpiffeId {
         &self.id
+    }
+
+    /// Whether the leaf carries the clientAuth extended key usage, which originating mutual
+    /// TLS (outbound) needs.
+    pub fn client_auth(&self) -> bool {
+        self.client_auth
     }
 
     /// The trust domain of [`Identity::id`].
@@ -368,8 +381,12 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
     })
 }
 
-/// The single URI SAN of the leaf as a SPIFFE ID, and the EKUs a sidecar needs.
-fn leaf_spiffe_id(path: &Path, leaf: &CertificateDer<'_>) -> Result<SpiffeId, IdentityError> {
+/// The single URI SAN of the leaf as a SPIFFE ID (the leaf must carry serverAuth), and
+/// whether it also carries clientAuth.
+fn leaf_spiffe_id(
+    path: &Path,
+    leaf: &CertificateDer<'_>,
+) -> Result<(SpiffeId, bool), IdentityError> {
     let bad_cert = || IdentityError::Certificate {
         path: path.to_owned(),
         index: 0,
@@ -411,19 +428,13 @@ fn leaf_spiffe_id(path: &Path, leaf: &CertificateDer<'_>) -> Result<SpiffeId, Id
     let (client_auth, server_auth) = eku.map_or((false, false), |eku| {
         (eku.value.client_auth, eku.value.server_auth)
     });
-    if !client_auth {
-        return Err(IdentityError::MissingEku {
-            path: path.to_owned(),
-            eku: "clientAuth",
-        });
-    }
     if !server_auth {
         return Err(IdentityError::MissingEku {
             path: path.to_owned(),
             eku: "serverAuth",
         });
     }
-    Ok(id)
+    Ok((id, client_auth))
 }
 
 /// Every chain certificate must be valid now; returns the earliest notAfter.
@@ -476,12 +487,14 @@ fn trust_anchors(
     Ok(Arc::new(roots))
 }
 
-/// The chain must verify against the bundle for both uses: clientAuth and serverAuth.
+/// The chain must verify against the bundle for serverAuth, and for clientAuth when the leaf
+/// carries it.
 fn verify_chain(
     paths: &IdentityPaths,
     chain: &[CertificateDer<'static>],
     roots: &Arc<RootCertStore>,
     provider: &Arc<CryptoProvider>,
+    client_auth: bool,
 ) -> Result<(), IdentityError> {
     let untrusted = |source| IdentityError::Untrusted {
         chain: paths.chain.clone(),
@@ -491,15 +504,18 @@ fn verify_chain(
     let now = UnixTime::now();
     let (leaf, intermediates) = (&chain[0], &chain[1..]);
 
-    let as_client = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|source| IdentityError::Bundle {
-            path: paths.bundle.clone(),
-            source,
-        })?;
-    as_client
-        .verify_client_cert(leaf, intermediates, now)
-        .map_err(untrusted)?;
+    if client_auth {
+        let as_client =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .build()
+                .map_err(|source| IdentityError::Bundle {
+                    path: paths.bundle.clone(),
+                    source,
+                })?;
+        as_client
+            .verify_client_cert(leaf, intermediates, now)
+            .map_err(untrusted)?;
+    }
 
     let parsed = ParsedCertificate::try_from(leaf).map_err(untrusted)?;
     rustls::client::verify_server_cert_signed_by_trust_anchor(

@@ -16,6 +16,8 @@
 
 use std::sync::Arc;
 
+use palisade_config::SpiffeId;
+
 use rustls::crypto::CryptoProvider;
 
 pub mod client;
@@ -41,6 +43,15 @@ pub enum TlsError {
     /// The client certificate verifier could not be built from the trust bundle.
     #[error("cannot build the client certificate verifier")]
     Verifier(#[source] rustls::server::VerifierBuilderError),
+    /// The identity's leaf lacks the clientAuth extended key usage, so it cannot originate
+    /// mutual TLS.
+    #[error(
+        "the identity {id} has no clientAuth extended key usage and cannot originate mutual tls"
+    )]
+    NoClientAuth {
+        /// The identity's SPIFFE ID.
+        id: SpiffeId,
+    },
 }
 
 /// The crypto provider of every palisade TLS config.
