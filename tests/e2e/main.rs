@@ -1,6 +1,7 @@
 //! End-to-end tests of the `palisade` binary: each module runs the real executable the way a
 //! user or CI does and asserts on its output, exit status and what reaches a real app.
 
+mod adversarial;
 mod cli;
 mod demo;
 mod init;

@@ -8,6 +8,13 @@
 //! In [`Mode::Audit`] a request the policy would deny is logged, counted and forwarded
 //! anyway; a target that cannot be normalized is still refused (there is no checked path to
 //! forward).
+//!
+//! One rule on top of `normalize`: a normalized path that still holds a double
+//! percent-encoding (`%25` followed by two hex digits, e.g. `%252e%252e%252f`) is refused
+//! with 400. `normalize` decodes once, so the path is canonical for palisade, but an app
+//! that decodes a second time (a known habit of some frameworks and of proxies chained behind
+//! the sidecar) would read `../` where palisade checked a harmless segment. The adversarial
+//! suite (`tests/e2e/adversarial`) checks every forwarded path under that reading.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -45,10 +52,23 @@ pub struct Authorized {
 #[error("denied by policy")]
 pub struct Unauthorized(());
 
-/// The request target could not be normalized. Only this module builds it.
+/// The request target could not be normalized, or holds a double percent-encoding. Only
+/// this module builds it.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed request target")]
-pub struct Malformed(#[source] NormalizeError);
+pub struct Malformed(#[source] MalformedCause);
+
+/// Why a request target is malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum MalformedCause {
+    /// `normalize` refused it.
+    #[error(transparent)]
+    Normalize(NormalizeError),
+    /// The normalized path still holds `%25` and two hex digits, which a second decoding
+    /// would turn into another escape.
+    #[error("path contains a double percent-encoding (%25 and two hex digits)")]
+    DoubleEncoded,
+}
 
 /// Layer for [`Authorize`].
 #[derive(Clone)]
@@ -117,7 +137,10 @@ where
         let peer = &self.layer.peer;
 
         let target = match normalize(&request_target(&request)) {
-            Ok(target) => target,
+            Ok(target) if is_double_encoded(target.path().as_str()) => {
+                Err(Malformed(MalformedCause::DoubleEncoded))
+            }
+            Ok(target) => Ok(target),
             Err(error) if error.is_denied_form() => {
                 tracing::info!(request.id = %id, peer.id = %PeerDisplay(peer), method = %request.method(),
                     error = %error, "request denied");
@@ -125,8 +148,11 @@ where
                 let response = reject(&Unauthorized(()), &id, version);
                 return Box::pin(async move { Ok(response) });
             }
+            Err(error) => Err(Malformed(MalformedCause::Normalize(error))),
+        };
+        let target = match target {
+            Ok(target) => target,
             Err(error) => {
-                let error = Malformed(error);
                 tracing::info!(request.id = %id, peer.id = %PeerDisplay(peer), method = %request.method(),
                     error = %error.0, "request rejected");
                 Stats::incr(&stats.requests_malformed);
@@ -213,6 +239,18 @@ fn request_target(request: &Request<Incoming>) -> Cow<'_, str> {
     }
 }
 
+/// true when `path` holds `%25` followed by two hex digits: an escape that a second
+/// percent-decoding would turn into another character (`%252f` → `%2f` → `/`).
+fn is_double_encoded(path: &str) -> bool {
+    path.as_bytes().windows(5).any(|w| {
+        w[0] == b'%'
+            && w[1] == b'2'
+            && w[2] == b'5'
+            && w[3].is_ascii_hexdigit()
+            && w[4].is_ascii_hexdigit()
+    })
+}
+
 /// Formats a peer for logs: its SPIFFE ID or `unauthenticated`.
 pub(crate) struct PeerDisplay<'a>(pub(crate) &'a Peer);
 
@@ -221,6 +259,26 @@ impl std::fmt::Display for PeerDisplay<'_> {
         match self.0 {
             Peer::Spiffe(id) => f.write_str(id.as_str()),
             Peer::Unauthenticated => f.write_str("unauthenticated"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_double_encoding_only() {
+        for (path, expected) in [
+            ("/a/%252e%252e/b", true),
+            ("/a/%252F", true),
+            ("/a/x%2541", true),
+            ("/a/100%25", false),
+            ("/a/%25x1", false),
+            ("/a/%2e", false),
+            ("/a/b", false),
+        ] {
+            assert_eq!(is_double_encoded(path), expected, "{path}");
         }
     }
 }

@@ -19,6 +19,9 @@
 //!   `x-ssl-client-cert`, `x-client-cert`, `ssl-client-cert`, `x-client-verify`,
 //!   `x-spiffe-id` and `x-request-id`. Apps behind palisade learn the caller from
 //!   `x-forwarded-client-cert` only.
+//! - **Underscore look-alikes** of all of the above (`x_forwarded_client_cert`,
+//!   `Transfer_Encoding`): CGI, WSGI and Rack turn `-` and `_` into the same variable name
+//!   (`HTTP_X_FORWARDED_CLIENT_CERT`), so a look-alike would reach the app as the real thing.
 //! - **Added**: `x-forwarded-client-cert: By=<own id>;URI=<peer id>` for a peer with a
 //!   verified SPIFFE ID (nothing for an unauthenticated one), `x-request-id`, and `host`
 //!   from the h2 `:authority` when the request had no `host` field.
@@ -154,6 +157,7 @@ where
         for name in &SPOOFABLE {
             headers.remove(name);
         }
+        strip_underscore_lookalikes(headers);
         if let Some(protocol) = upgrade_to {
             headers.insert(UPGRADE, protocol);
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -197,6 +201,26 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes fields whose name, with `_` read as `-`, is one palisade strips or sets.
+fn strip_underscore_lookalikes(headers: &mut HeaderMap) {
+    let lookalikes: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .filter(|name| {
+            let dashed = name.as_str().replace('_', "-");
+            SPOOFABLE
+                .iter()
+                .chain(HOP_BY_HOP.iter())
+                .chain([UPGRADE, TE, HOST].iter())
+                .any(|known| known.as_str() == dashed)
+        })
+        .cloned()
+        .collect();
+    for name in lookalikes {
+        headers.remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +258,21 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["host", "trailer", "x-kept"]);
+    }
+
+    #[test]
+    fn strips_underscore_lookalikes_only() {
+        let mut headers = map(&[
+            ("x_forwarded_client_cert", "By=spoofed"),
+            ("transfer_encoding", "chunked"),
+            ("x_spiffe_id", "spoofed"),
+            ("x_custom_field", "1"),
+            ("x-kept", "1"),
+        ]);
+        strip_underscore_lookalikes(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-kept", "x_custom_field"]);
     }
 
     #[test]
