@@ -6,6 +6,7 @@
 //! [`inbound`] (HTTP/1.1 or h2 → normalize → authorize → forward to the app).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod detect;
 pub mod inbound;
@@ -14,4 +15,5 @@ pub mod orig_dst;
 pub mod outbound;
 pub mod pki;
 pub mod reload;
+pub mod telemetry;
 pub mod tls;

@@ -13,9 +13,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use palisade_proxy::admin::{Admin, AdminConfig, AdminState, DEFAULT_ADMIN_LISTEN, Readiness};
 use palisade_proxy::config::DEFAULT_LISTEN;
 use palisade_proxy::inbound::Inbound;
 use palisade_proxy::reload::{InitialLoadError, ReloadConfig, Reloader};
+use palisade_proxy::telemetry::{AccessLogConfig, Telemetry, TelemetryConfig, TraceConfig};
 use palisade_proxy::tls::{IdentityPaths, TrustDomains};
 
 /// Arguments of `palisade proxy`.
@@ -51,6 +53,36 @@ pub(crate) struct Args {
     no_reload: bool,
     #[command(flatten)]
     outbound: Box<crate::cmd::outbound_args::OutboundArgs>,
+    #[command(flatten)]
+    telemetry: Box<TelemetryArgs>,
+}
+
+/// The admin port, metrics, traces and access logs (docs/telemetry.md).
+#[derive(Debug, clap::Args)]
+struct TelemetryArgs {
+    /// Admin listen address: /metrics, /ready, /live, /status (loopback clients only).
+    #[arg(long, default_value_t = DEFAULT_ADMIN_LISTEN)]
+    admin: SocketAddr,
+    /// No admin listener.
+    #[arg(long)]
+    no_admin: bool,
+    /// Record no metrics, traces or access logs (the admin port still answers probes).
+    #[arg(long)]
+    no_telemetry: bool,
+    /// Fraction of new traces recorded (parent-based: a caller's sampled flag wins).
+    /// Default: OTEL_TRACES_SAMPLER_ARG, else 0.01. Traces are exported only when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set.
+    #[arg(long)]
+    trace_sample_ratio: Option<f64>,
+    /// Finished spans waiting for export before new ones are dropped (and counted).
+    #[arg(long, default_value_t = palisade_proxy::telemetry::trace::DEFAULT_QUEUE)]
+    trace_queue: usize,
+    /// Write one JSON access-log line per request to stdout.
+    #[arg(long)]
+    access_log: bool,
+    /// Fraction of successful requests logged (refusals and failures are always logged).
+    #[arg(long, default_value_t = 1.0)]
+    access_log_sample_ratio: f64,
 }
 
 /// Where the pod's identity is, and whom it accepts.
@@ -131,13 +163,65 @@ async fn serve(args: Args) -> Result<ExitCode> {
         identity.not_after = status.identity.not_after,
         "policy and identity loaded"
     );
+    let telemetry_args = &args.telemetry;
+    let mut trace = TraceConfig::from_otel_env(|name| std::env::var(name).ok())
+        .context("reading the OTEL_* variables")?;
+    if let Some(trace) = &mut trace {
+        trace.queue = telemetry_args.trace_queue;
+        if let Some(ratio) = telemetry_args.trace_sample_ratio {
+            trace.sample_ratio = ratio;
+        }
+        tracing::info!(endpoint = %trace.endpoint, sample_ratio = trace.sample_ratio, "exporting traces");
+    }
+    let (telemetry, telemetry_tasks) = if telemetry_args.no_telemetry {
+        (Telemetry::disabled(), None)
+    } else {
+        let config = TelemetryConfig {
+            trace,
+            access_log: AccessLogConfig {
+                enabled: telemetry_args.access_log,
+                sample_ratio: telemetry_args.access_log_sample_ratio,
+                ..AccessLogConfig::default()
+            },
+            status: Some(reloader.status()),
+        };
+        let (telemetry, tasks) =
+            Telemetry::start(config, Box::new(std::io::stdout())).context("starting telemetry")?;
+        (telemetry, Some(tasks))
+    };
+    let readiness = Readiness::default();
+    let admin = if telemetry_args.no_admin {
+        None
+    } else {
+        let state = AdminState {
+            telemetry: telemetry.clone(),
+            status: Some(reloader.status()),
+            readiness: readiness.clone(),
+        };
+        let config = AdminConfig {
+            listen: telemetry_args.admin,
+        };
+        // Not fatal: without the admin port the proxy still enforces policy, and the failing
+        // readiness probe makes the problem visible.
+        match Admin::spawn(&config, state).await {
+            Ok(admin) => {
+                tracing::info!(listen = %admin.local_addr(), "admin listening");
+                Some(admin)
+            }
+            Err(error) => {
+                tracing::error!(error = %anyhow::Error::from(error), "no admin port: /ready, /metrics unavailable");
+                None
+            }
+        }
+    };
+
     let mut config = reloader.inbound_config();
     config.listen = args.inbound;
     config.app.ip = args.app.ip();
     config.app.port = args.app.port();
     config.app.h2c_ports = args.h2c_app_ports;
     config.timeouts.drain = args.drain;
-    let inbound = Inbound::bind(config)
+    let inbound = Inbound::bind_observed(config, telemetry)
         .await
         .with_context(|| format!("binding {}", args.inbound))?;
     tracing::info!(listen = %inbound.local_addr(), app = %args.app, "inbound listening");
@@ -148,9 +232,22 @@ async fn serve(args: Args) -> Result<ExitCode> {
     } else {
         Some(reloader.spawn())
     };
-    inbound.serve(shutdown_signal()).await;
+    readiness.set_ready();
+    inbound
+        .serve(async {
+            shutdown_signal().await;
+            // Unready first, so the endpoints controller stops sending while we drain.
+            readiness.set_unready();
+        })
+        .await;
     if let Some(reloading) = reloading {
         reloading.shutdown().await;
+    }
+    if let Some(tasks) = telemetry_tasks {
+        tasks.finish(Duration::from_secs(2));
+    }
+    if let Some(admin) = admin {
+        admin.shutdown().await;
     }
     tracing::info!("drained; exiting");
     Ok(ExitCode::SUCCESS)

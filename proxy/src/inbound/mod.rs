@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::InboundConfig;
 use crate::listen::{ListenError, Listener};
+use crate::telemetry::Telemetry;
 
 pub mod authorize;
 pub mod body;
@@ -81,13 +82,23 @@ pub(crate) struct Shared {
     pub(crate) ids: Arc<request_id::RequestIds>,
     pub(crate) http: auto::Builder<TokioExecutor>,
     pub(crate) clients: forward::Clients,
+    pub(crate) telemetry: Telemetry,
 }
 
 // === impl Inbound ===
 
 impl Inbound {
-    /// Binds `config.listen` and prepares the HTTP server and the pooled app clients.
+    /// Binds `config.listen` and prepares the HTTP server and the pooled app clients; no
+    /// telemetry beyond [`Stats`].
     pub async fn bind(config: InboundConfig) -> Result<Self, InboundError> {
+        Self::bind_observed(config, Telemetry::disabled()).await
+    }
+
+    /// As [`Inbound::bind`], recording metrics, spans and access-log lines into `telemetry`.
+    pub async fn bind_observed(
+        config: InboundConfig,
+        telemetry: Telemetry,
+    ) -> Result<Self, InboundError> {
         let listener = Listener::bind(config.listen)
             .await
             .map_err(InboundError::Listen)?;
@@ -97,6 +108,7 @@ impl Inbound {
             ids: Arc::new(request_id::RequestIds::new()),
             http: http_builder(&config),
             clients: forward::Clients::new(&config.timeouts),
+            telemetry,
             config,
         });
         Ok(Self {

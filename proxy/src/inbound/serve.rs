@@ -27,6 +27,8 @@ use super::stats::Stats;
 use super::{Shared, stack};
 use crate::detect::{DetectError, Protocol, detect};
 use crate::listen::{Accepted, Listener, OrigDst};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::DetectOutcome;
 use crate::tls::HandshakeFailure;
 
 /// A connection whose peer is known: after a TLS handshake, or plaintext in permissive mode.
@@ -123,6 +125,7 @@ async fn serve_connection(
 ) {
     let remote = accepted.remote.0;
     let _open = OpenConnection::count(&shared.stats);
+    let _observed = shared.telemetry.metrics().map(Metrics::connection);
     match connection(accepted, &shared, shutdown).await {
         Ok(()) => {}
         // Refused peers are worth a line at the default level; hang-ups are not.
@@ -138,6 +141,12 @@ async fn serve_connection(
                 ConnectionError::NoPeerIdentity => "no_spiffe_id",
                 _ => "not_admitted",
             };
+            if let (Some(metrics), false) = (
+                shared.telemetry.metrics(),
+                matches!(error, ConnectionError::NotAdmitted(_)),
+            ) {
+                metrics.handshake_failed(reason);
+            }
             tracing::info!(client.addr = %remote, reason, error = %ErrorChain(&error), "connection refused");
         }
         Err(error) => {
@@ -173,10 +182,25 @@ async fn connection(
         MtlsMode::Strict => Protocol::Tls,
         MtlsMode::Permissive => {
             let detected = detect(&accepted.stream, shared.config.timeouts.detect).await;
-            match detected {
-                Ok(Protocol::Tls) => Stats::incr(&stats.detected_tls),
-                Ok(Protocol::Plaintext) => Stats::incr(&stats.detected_plaintext),
-                Err(_) => Stats::incr(&stats.detect_failures),
+            let outcome = match &detected {
+                Ok(Protocol::Tls) => {
+                    Stats::incr(&stats.detected_tls);
+                    DetectOutcome::Tls
+                }
+                Ok(Protocol::Plaintext) => {
+                    Stats::incr(&stats.detected_plaintext);
+                    DetectOutcome::Plaintext
+                }
+                Err(error) => {
+                    Stats::incr(&stats.detect_failures);
+                    match error {
+                        DetectError::TimedOut(_) => DetectOutcome::Timeout,
+                        _ => DetectOutcome::Error,
+                    }
+                }
+            };
+            if let Some(metrics) = shared.telemetry.metrics() {
+                metrics.detected(outcome);
             }
             detected.map_err(ConnectionError::Detect)?
         }

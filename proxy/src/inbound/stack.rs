@@ -1,6 +1,6 @@
 //! The HTTP pipeline of one connection, assembled outermost-first in one place:
 //!
-//! request ID → [framing](super::framing) → [authorize](super::authorize) →
+//! request ID → [observe](crate::telemetry::observe) → [framing](super::framing) → [authorize](super::authorize) →
 //! [headers](super::headers) → [forward](super::forward)
 //!
 //! Takes the connection's peer and destination; passes on a service hyper calls once per
@@ -21,9 +21,10 @@ use super::headers::{Headers, HeadersLayer};
 use super::request_id::{RequestIdLayer, SetRequestId};
 use super::{ResponseBody, Shared};
 use crate::listen::OrigDst;
+use crate::telemetry::observe::{Observe, ObserveLayer};
 
 /// The per-connection service.
-pub(crate) type Stack = SetRequestId<Framing<Authorize<Headers<Forward>>>>;
+pub(crate) type Stack = SetRequestId<Observe<Framing<Authorize<Headers<Forward>>>>>;
 
 /// Builds the stack for one connection from `peer` to `dst`.
 pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst) -> Stack {
@@ -32,6 +33,11 @@ pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst) -> Stack {
     let headers = HeadersLayer::new(&config.own_id, &peer);
     ServiceBuilder::new()
         .layer(RequestIdLayer::new(shared.ids.clone()))
+        .layer(ObserveLayer::new(
+            &shared.telemetry,
+            config.policy.clone(),
+            &peer,
+        ))
         .layer(FramingLayer::new(shared.stats.clone()))
         .layer(AuthorizeLayer::new(
             config.policy.clone(),

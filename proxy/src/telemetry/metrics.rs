@@ -1,0 +1,558 @@
+//! Telemetry, metrics: the Prometheus families palisade records and their exposition.
+//!
+//! Takes what the request path observed (a finished request's labels and duration, a failed
+//! handshake's reason, a detection outcome, a connection opening and closing) and the reload
+//! status; passes on the OpenMetrics text the admin port serves on `/metrics`.
+//!
+//! Recording is an atomic add on a pre-registered family; label values are small enums or
+//! shared strings (`Arc<str>`, interned per route template and per peer connection), so a
+//! request allocates no label text. The reload status and the certificate expiry are read
+//! only when a scrape renders them. Labels have bounded cardinality: route *templates*
+//! (never raw paths), a fixed set of methods and status classes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::reload::StatusHandle;
+
+/// Most distinct route templates labelled; past it a route is counted as `other` (a policy
+/// with more templates than this is unusual, and the label set must stay bounded).
+pub const MAX_ROUTES: usize = 512;
+
+/// Upper bounds of the request-duration histogram buckets, in seconds (1 ms … ~16 s).
+const DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Which side of the proxy a request crossed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    /// From a peer to the app (the inbound listener): `inbound`.
+    Inbound,
+    /// From the app to a peer (the outbound listener): `outbound`.
+    Outbound,
+}
+
+/// The request method: the registered ones, everything else `other`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum MethodLabel {
+    /// `GET`.
+    Get,
+    /// `HEAD`.
+    Head,
+    /// `POST`.
+    Post,
+    /// `PUT`.
+    Put,
+    /// `DELETE`.
+    Delete,
+    /// `PATCH`.
+    Patch,
+    /// `OPTIONS`.
+    Options,
+    /// `CONNECT`.
+    Connect,
+    /// `TRACE`.
+    Trace,
+    /// Any extension method: `other`.
+    Other,
+}
+
+/// The decision label: what the policy said and what palisade did about it.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DecisionLabel {
+    /// Allowed by a rule: `allow`.
+    Allow,
+    /// Denied, 403: `deny`.
+    Deny,
+    /// Audit mode: the policy would deny; forwarded anyway: `audit_deny`.
+    AuditDeny,
+    /// The request target could not be normalized (400), no decision was made: `invalid`.
+    Invalid,
+}
+
+/// `1xx` … `5xx`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 100–199.
+    Informational,
+    /// 200–299.
+    Success,
+    /// 300–399.
+    Redirection,
+    /// 400–499.
+    ClientError,
+    /// 500–599 (and anything out of range).
+    ServerError,
+}
+
+/// Protocol detection outcome (permissive mode).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DetectOutcome {
+    /// The first bytes were a TLS ClientHello: `tls`.
+    Tls,
+    /// The first bytes were not TLS: `plaintext`.
+    Plaintext,
+    /// The client sent nothing within the detect timeout: `timeout`.
+    Timeout,
+    /// The client closed or the read failed: `error`.
+    Error,
+}
+
+/// Label values written as fixed text.
+macro_rules! label_values {
+    ($($ty:ty { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
+        impl $ty {
+            /// The label text.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl EncodeLabelValue for $ty {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )+};
+}
+
+label_values! {
+    Direction { Inbound => "inbound", Outbound => "outbound" }
+    MethodLabel {
+        Get => "GET", Head => "HEAD", Post => "POST", Put => "PUT", Delete => "DELETE",
+        Patch => "PATCH", Options => "OPTIONS", Connect => "CONNECT", Trace => "TRACE",
+        Other => "other",
+    }
+    DecisionLabel { Allow => "allow", Deny => "deny", AuditDeny => "audit_deny", Invalid => "invalid" }
+    StatusClass {
+        Informational => "1xx", Success => "2xx", Redirection => "3xx", ClientError => "4xx",
+        ServerError => "5xx",
+    }
+    DetectOutcome { Tls => "tls", Plaintext => "plaintext", Timeout => "timeout", Error => "error" }
+}
+
+/// Labels of `palisade_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Which side.
+    pub direction: Direction,
+    /// The method.
+    pub method: MethodLabel,
+    /// The route template that matched (or the nearest rule's template on a denial); empty
+    /// when no route matched.
+    pub route: Arc<str>,
+    /// The response status class.
+    pub status_class: StatusClass,
+    /// What the policy decided.
+    pub decision: DecisionLabel,
+    /// The peer's Kubernetes namespace (`/ns/<ns>/…` of its SPIFFE ID); empty if none.
+    pub peer_namespace: Arc<str>,
+    /// The peer's service account (`…/sa/<sa>`); empty if none.
+    pub peer_sa: Arc<str>,
+}
+
+/// Labels of `palisade_request_duration_seconds` (no peer: histograms are the costly series).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    direction: Direction,
+    method: MethodLabel,
+    route: Arc<str>,
+    status_class: StatusClass,
+    decision: DecisionLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: DetectOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// Every metric palisade records, registered once. Clone shares the same series.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<DurationLabels, Histogram>,
+    handshake_failures: Family<ReasonLabels, Counter>,
+    detections: Family<OutcomeLabels, Counter>,
+    connections_open: Gauge,
+    connections_accepted: Counter,
+    spans_dropped: Counter,
+    access_log_dropped: Counter,
+    routes: RwLock<HashMap<Box<str>, Arc<str>>>,
+    empty: Arc<str>,
+    other: Arc<str>,
+}
+
+/// Renders the reload status at scrape time.
+#[derive(Debug)]
+struct ReloadCollector(StatusHandle);
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Registers every family. With `status`, a scrape also renders the reload counters, the
+    /// policy and identity in force and the certificate expiry.
+    pub fn new(status: Option<StatusHandle>) -> Metrics {
+        let mut registry = Registry::with_prefix("palisade");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by direction, method, route template, status class, decision and peer",
+            requests.clone(),
+        );
+        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request head to the end of the response body",
+            durations.clone(),
+        );
+        let handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "Inbound TLS handshakes that failed, by reason",
+            handshake_failures.clone(),
+        );
+        let detections = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "protocol_detections",
+            "Permissive mode: protocol detection outcomes (tls, plaintext, timeout, error)",
+            detections.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Inbound connections currently open",
+            connections_open.clone(),
+        );
+        let connections_accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "Inbound connections accepted",
+            connections_accepted.clone(),
+        );
+        let spans_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Finished spans dropped because the export queue was full (collector slow or down)",
+            spans_dropped.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        if let Some(status) = status {
+            registry.register_collector(Box::new(ReloadCollector(status)));
+        }
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                durations,
+                handshake_failures,
+                detections,
+                connections_open,
+                connections_accepted,
+                spans_dropped,
+                access_log_dropped,
+                routes: RwLock::new(HashMap::new()),
+                empty: Arc::from(""),
+                other: Arc::from("other"),
+            }),
+        }
+    }
+
+    /// Counts one finished request and its duration.
+    pub fn request(&self, labels: &RequestLabels, duration: Duration) {
+        let inner = &*self.inner;
+        inner.requests.get_or_create(labels).inc();
+        let durations = DurationLabels {
+            direction: labels.direction,
+            method: labels.method,
+            route: labels.route.clone(),
+            status_class: labels.status_class,
+            decision: labels.decision,
+        };
+        inner
+            .durations
+            .get_or_create(&durations)
+            .observe(duration.as_secs_f64());
+    }
+
+    /// Counts a failed inbound handshake; `reason` is a
+    /// [`HandshakeFailure::as_label`](crate::tls::HandshakeFailure::as_label) (or `timeout`,
+    /// `no_spiffe_id`).
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.inner
+            .handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one protocol detection.
+    pub fn detected(&self, outcome: DetectOutcome) {
+        self.inner
+            .detections
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts a connection as accepted and open until the guard is dropped.
+    pub fn connection(&self) -> OpenConnection {
+        self.inner.connections_accepted.inc();
+        self.inner.connections_open.inc();
+        OpenConnection(self.clone())
+    }
+
+    /// The route label for `template`: the shared interned string (no allocation once seen),
+    /// empty for none, `other` past [`MAX_ROUTES`].
+    pub fn route(&self, template: Option<&str>) -> Arc<str> {
+        let inner = &*self.inner;
+        let Some(template) = template.filter(|t| !t.is_empty()) else {
+            return inner.empty.clone();
+        };
+        if let Ok(routes) = inner.routes.read()
+            && let Some(route) = routes.get(template)
+        {
+            return route.clone();
+        }
+        let Ok(mut routes) = inner.routes.write() else {
+            return inner.other.clone();
+        };
+        if routes.len() >= MAX_ROUTES {
+            return inner.other.clone();
+        }
+        routes
+            .entry(template.into())
+            .or_insert_with(|| Arc::from(template))
+            .clone()
+    }
+
+    /// The empty label value, shared.
+    pub fn empty(&self) -> Arc<str> {
+        self.inner.empty.clone()
+    }
+
+    /// The counter of dropped spans (the trace exporter increments it).
+    pub fn spans_dropped(&self) -> Counter {
+        self.inner.spans_dropped.clone()
+    }
+
+    /// The counter of dropped access-log lines (the access log increments it).
+    pub fn access_log_dropped(&self) -> Counter {
+        self.inner.access_log_dropped.clone()
+    }
+
+    /// The OpenMetrics text of every family, as `/metrics` serves it.
+    pub fn render(&self) -> String {
+        let mut text = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail; an encoder error would be a bug in a collector.
+        if let Err(error) =
+            prometheus_client::encoding::text::encode(&mut text, &self.inner.registry)
+        {
+            tracing::warn!(%error, "cannot render metrics");
+        }
+        text
+    }
+}
+
+/// The buckets of `palisade_request_duration_seconds`.
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// An open connection, counted in `palisade_connections_open` until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Metrics);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.inner.connections_open.dec();
+    }
+}
+
+// === impl MethodLabel ===
+
+impl MethodLabel {
+    /// The label of `method`.
+    pub fn of(method: &http::Method) -> MethodLabel {
+        match *method {
+            http::Method::GET => MethodLabel::Get,
+            http::Method::HEAD => MethodLabel::Head,
+            http::Method::POST => MethodLabel::Post,
+            http::Method::PUT => MethodLabel::Put,
+            http::Method::DELETE => MethodLabel::Delete,
+            http::Method::PATCH => MethodLabel::Patch,
+            http::Method::OPTIONS => MethodLabel::Options,
+            http::Method::CONNECT => MethodLabel::Connect,
+            http::Method::TRACE => MethodLabel::Trace,
+            _ => MethodLabel::Other,
+        }
+    }
+}
+
+// === impl StatusClass ===
+
+impl StatusClass {
+    /// The class of `status`.
+    pub fn of(status: http::StatusCode) -> StatusClass {
+        match status.as_u16() {
+            100..=199 => StatusClass::Informational,
+            200..=299 => StatusClass::Success,
+            300..=399 => StatusClass::Redirection,
+            400..=499 => StatusClass::ClientError,
+            _ => StatusClass::ServerError,
+        }
+    }
+}
+
+// === impl ReloadCollector ===
+
+impl Collector for ReloadCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = self.0.snapshot();
+
+        let mut reloads = encoder.encode_descriptor(
+            "reloads",
+            "Successful loads of the policy and the identity (the one at start-up included)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, loads) in [
+            ("policy", status.policy.loads),
+            ("identity", status.identity.loads),
+        ] {
+            ConstCounter::new(loads).encode(reloads.encode_family(&KindLabels {
+                kind: kind.to_owned(),
+            })?)?;
+        }
+
+        let mut failures = encoder.encode_descriptor(
+            "reload_failures",
+            "Reloads that failed (the last good policy or identity stayed in force), by kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, count) in status.failures() {
+            ConstCounter::new(count).encode(failures.encode_family(&KindLabels {
+                kind: kind.to_owned(),
+            })?)?;
+        }
+
+        let expiry = encoder.encode_descriptor(
+            "certificate_expiry_timestamp_seconds",
+            "When the pod's certificate chain in force stops being valid (earliest notAfter), unix seconds",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(status.identity.not_after).encode(expiry)?;
+
+        let loaded = encoder.encode_descriptor(
+            "policy_loaded_timestamp_seconds",
+            "When the policy in force was loaded, unix seconds",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(status.policy.loaded_at).unwrap_or(i64::MAX))
+            .encode(loaded)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(metrics: &Metrics, route: &str, decision: DecisionLabel) -> RequestLabels {
+        RequestLabels {
+            direction: Direction::Inbound,
+            method: MethodLabel::of(&http::Method::GET),
+            route: metrics.route(Some(route)),
+            status_class: StatusClass::of(http::StatusCode::OK),
+            decision,
+            peer_namespace: Arc::from("web"),
+            peer_sa: Arc::from("frontend"),
+        }
+    }
+
+    #[test]
+    fn renders_request_counters_with_template_labels() {
+        let metrics = Metrics::new(None);
+        let l = labels(&metrics, "/api/v1/items/{id}", DecisionLabel::Allow);
+        metrics.request(&l, Duration::from_millis(3));
+        metrics.request(&l, Duration::from_millis(4));
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"palisade_requests_total{direction="inbound",method="GET",route="/api/v1/items/{id}",status_class="2xx",decision="allow",peer_namespace="web",peer_sa="frontend"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("palisade_request_duration_seconds_count{"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn routes_are_interned_and_bounded() {
+        let metrics = Metrics::new(None);
+        let a = metrics.route(Some("/a"));
+        let b = metrics.route(Some("/a"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*metrics.route(None), "");
+        for i in 0..MAX_ROUTES {
+            metrics.route(Some(&format!("/r/{i}")));
+        }
+        assert_eq!(&*metrics.route(Some("/new")), "other");
+    }
+
+    #[test]
+    fn method_and_status_labels() {
+        assert_eq!(MethodLabel::of(&http::Method::PATCH), MethodLabel::Patch);
+        let odd = http::Method::from_bytes(b"PROPFIND").unwrap_or_default();
+        assert_eq!(MethodLabel::of(&odd), MethodLabel::Other);
+        assert_eq!(
+            StatusClass::of(http::StatusCode::FORBIDDEN),
+            StatusClass::ClientError
+        );
+        assert_eq!(
+            StatusClass::of(http::StatusCode::BAD_GATEWAY),
+            StatusClass::ServerError
+        );
+    }
+}

@@ -1,0 +1,468 @@
+//! Telemetry, observe: the tower layer that watches each inbound request from its head to
+//! the end of its response body, right after the request ID is set.
+//!
+//! Takes a request (and the connection's peer); asks the policy the same question
+//! [`authorize`](crate::inbound::authorize) asks, only to label what happens (the route
+//! template, the decision, the rule and the reason — authorize alone decides); starts the
+//! request's server span and hands its `traceparent` on to the app; passes the request on
+//! unchanged otherwise. When the response body ends (or is dropped) it records the request
+//! once: the metrics, the span's end and, if sampled, the access-log line.
+
+use std::borrow::Cow;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Status, TraceContextExt};
+use palisade_config::{Decision, Mode, NormalizedPath, Peer, Policy, normalize};
+
+use super::Parts;
+use super::access_log::{AccessRecord, timestamp};
+use super::metrics::{DecisionLabel, Direction, MethodLabel, RequestLabels, StatusClass};
+use crate::inbound::request_id::RequestId;
+use crate::inbound::{ResponseBody, ResponseFuture};
+
+/// Layer for [`Observe`].
+#[derive(Clone)]
+pub(crate) struct ObserveLayer {
+    parts: Option<Arc<Parts>>,
+    policy: Arc<ArcSwap<Policy>>,
+    peer: Arc<Peer>,
+    labels: Arc<PeerLabels>,
+}
+
+/// Watches each request; see the module documentation.
+#[derive(Clone)]
+pub(crate) struct Observe<S> {
+    inner: S,
+    layer: ObserveLayer,
+}
+
+/// The peer of one connection, as labels: computed once per connection.
+#[derive(Debug)]
+struct PeerLabels {
+    id: Arc<str>,
+    namespace: Arc<str>,
+    service_account: Arc<str>,
+}
+
+/// What the policy says about a request, for labels only.
+struct Verdict {
+    decision: DecisionLabel,
+    route: Option<Arc<str>>,
+    /// The normalized path, if the target normalizes.
+    path: Option<NormalizedPath>,
+    /// Rule and reason, computed only when a log line or a recording span may need them.
+    detail: Option<(Option<String>, String)>,
+}
+
+/// Everything recorded when the response ends.
+struct Finish {
+    parts: Arc<Parts>,
+    labels: RequestLabels,
+    started: Instant,
+    responded: Duration,
+    span: Option<opentelemetry::Context>,
+    line: Option<Line>,
+}
+
+/// The parts of an access-log line known before the response ends.
+struct Line {
+    at: SystemTime,
+    id: RequestId,
+    peer: Arc<str>,
+    method: String,
+    path: Option<NormalizedPath>,
+    route: Option<Arc<str>>,
+    rule: Option<String>,
+    reason: String,
+    status: u16,
+    protocol: &'static str,
+    bytes_in: Option<u64>,
+    trace_id: Option<String>,
+}
+
+/// A response body that counts its bytes and records the request when it ends.
+struct ObservedBody {
+    inner: ResponseBody,
+    bytes: u64,
+    finish: Option<Box<Finish>>,
+}
+
+// === impl ObserveLayer ===
+
+impl ObserveLayer {
+    pub(crate) fn new(
+        telemetry: &super::Telemetry,
+        policy: Arc<ArcSwap<Policy>>,
+        peer: &Peer,
+    ) -> ObserveLayer {
+        let parts = telemetry.parts().cloned();
+        let empty = || {
+            parts
+                .as_ref()
+                .map_or_else(|| Arc::from(""), |p| p.metrics.empty())
+        };
+        let labels = match (&parts, peer) {
+            (Some(_), Peer::Spiffe(id)) => PeerLabels {
+                id: Arc::from(id.as_str()),
+                namespace: id.namespace().map_or_else(empty, Arc::from),
+                service_account: id.service_account().map_or_else(empty, Arc::from),
+            },
+            _ => PeerLabels {
+                id: Arc::from("unauthenticated"),
+                namespace: empty(),
+                service_account: empty(),
+            },
+        };
+        ObserveLayer {
+            parts,
+            policy,
+            peer: Arc::new(peer.clone()),
+            labels: Arc::new(labels),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+// === impl Observe ===
+
+impl<S> tower::Service<Request<Incoming>> for Observe<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Incoming>) -> ResponseFuture {
+        let Some(parts) = self.layer.parts.clone() else {
+            return Box::pin(self.inner.call(request));
+        };
+        let started = Instant::now();
+        let method = MethodLabel::of(request.method());
+
+        let span = parts.tracing.as_ref().map(|tracing| {
+            tracing.start_span(method_name(request.method()), request.headers_mut())
+        });
+        let recording = span.as_ref().is_some_and(|cx| cx.span().is_recording());
+        let logging = parts.access_log.is_some();
+        let verdict = judge(
+            &self.layer.policy,
+            &parts,
+            &request,
+            &self.layer.peer,
+            logging || recording,
+        );
+        if recording && let Some(cx) = &span {
+            describe_span(cx, &request, &verdict, &self.layer.labels);
+        }
+        let line = logging.then(|| {
+            let (rule, reason) = verdict.detail.clone().unwrap_or_default();
+            Line {
+                at: SystemTime::now(),
+                id: request
+                    .extensions()
+                    .get::<RequestId>()
+                    .cloned()
+                    .unwrap_or_else(RequestId::unknown),
+                peer: self.layer.labels.id.clone(),
+                method: request.method().as_str().to_owned(),
+                path: verdict.path.clone(),
+                route: verdict.route.clone(),
+                rule,
+                reason,
+                status: 0,
+                protocol: protocol(request.version()),
+                bytes_in: content_length(&request),
+                trace_id: span
+                    .as_ref()
+                    .filter(|cx| cx.span().span_context().is_valid())
+                    .map(|cx| cx.span().span_context().trace_id().to_string()),
+            }
+        });
+        let labels = RequestLabels {
+            direction: Direction::Inbound,
+            method,
+            route: verdict.route.unwrap_or_else(|| parts.metrics.empty()),
+            status_class: StatusClass::ServerError,
+            decision: verdict.decision,
+            peer_namespace: self.layer.labels.namespace.clone(),
+            peer_sa: self.layer.labels.service_account.clone(),
+        };
+
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = match future.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let status = response.status();
+            let mut finish = Box::new(Finish {
+                parts,
+                labels,
+                started,
+                responded: started.elapsed(),
+                span,
+                line,
+            });
+            finish.labels.status_class = StatusClass::of(status);
+            if let Some(line) = &mut finish.line {
+                line.status = status.as_u16();
+            }
+            if let Some(cx) = &finish.span {
+                let span = cx.span();
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+                if status.is_server_error() {
+                    span.set_status(Status::error(""));
+                }
+            }
+            Ok(response.map(|inner| {
+                ObservedBody {
+                    inner,
+                    bytes: 0,
+                    finish: Some(finish),
+                }
+                .boxed()
+            }))
+        })
+    }
+}
+
+/// Asks the policy about `request` the way authorize does, for labels.
+fn judge(
+    policy: &ArcSwap<Policy>,
+    parts: &Parts,
+    request: &Request<Incoming>,
+    peer: &Peer,
+    detail: bool,
+) -> Verdict {
+    let target = match normalize(&request_target(request)) {
+        Ok(target) => target,
+        Err(error) => {
+            let decision = if error.is_denied_form() {
+                DecisionLabel::Deny
+            } else {
+                DecisionLabel::Invalid
+            };
+            return Verdict {
+                decision,
+                route: None,
+                path: None,
+                detail: detail.then(|| (None, format!("malformed request target: {error}"))),
+            };
+        }
+    };
+    let (path, _) = target.into_parts();
+    let policy = policy.load();
+    let decided = policy.decide(request.method().as_str(), &path, peer);
+    let decision = match (&decided, policy.mode()) {
+        (Decision::Allow(_), _) => DecisionLabel::Allow,
+        (Decision::Deny(_), Mode::Audit) => DecisionLabel::AuditDeny,
+        (Decision::Deny(_), Mode::Enforce) => DecisionLabel::Deny,
+    };
+    Verdict {
+        decision,
+        route: decided
+            .route()
+            .map(|route| parts.metrics.route(Some(route))),
+        detail: detail.then(|| (decided.rule().map(str::to_owned), decided.to_string())),
+        path: Some(path),
+    }
+}
+
+/// The request target as the client wrote it (authorize reads it the same way).
+fn request_target(request: &Request<Incoming>) -> Cow<'_, str> {
+    let uri = request.uri();
+    match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(origin)) => Cow::Borrowed(origin.as_str()),
+        _ => Cow::Owned(uri.to_string()),
+    }
+}
+
+/// The span's attributes known before the app answers.
+fn describe_span(
+    cx: &opentelemetry::Context,
+    request: &Request<Incoming>,
+    verdict: &Verdict,
+    peer: &PeerLabels,
+) {
+    let span = cx.span();
+    let method = request.method().as_str().to_owned();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", method.clone()),
+        KeyValue::new("url.scheme", "https"),
+        KeyValue::new(
+            "network.protocol.version",
+            match request.version() {
+                Version::HTTP_2 => "2",
+                Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+        ),
+        KeyValue::new("palisade.decision", verdict.decision.as_str()),
+        KeyValue::new("palisade.peer.id", peer.id.to_string()),
+    ];
+    if let Some(path) = &verdict.path {
+        attributes.push(KeyValue::new("url.path", path.as_str().to_owned()));
+    }
+    if let Some(route) = &verdict.route {
+        attributes.push(KeyValue::new("http.route", route.to_string()));
+        span.update_name(format!("{method} {route}"));
+    }
+    if let Some((rule, reason)) = &verdict.detail {
+        if let Some(rule) = rule {
+            attributes.push(KeyValue::new("palisade.rule", rule.clone()));
+        }
+        attributes.push(KeyValue::new("palisade.reason", reason.clone()));
+    }
+    span.set_attributes(attributes);
+}
+
+/// The span name before the route is known: the method, without allocating for the
+/// registered ones.
+fn method_name(method: &http::Method) -> Cow<'static, str> {
+    match MethodLabel::of(method) {
+        MethodLabel::Other => Cow::Borrowed("HTTP"),
+        known => Cow::Borrowed(known.as_str()),
+    }
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn content_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+// === impl Finish ===
+
+impl Finish {
+    fn record(self, bytes_out: u64) {
+        let duration = self.started.elapsed();
+        let parts = &*self.parts;
+        parts.metrics.request(&self.labels, duration);
+        if let Some(cx) = &self.span {
+            cx.span().end();
+        }
+        let (Some(line), Some(log)) = (self.line, &parts.access_log) else {
+            return;
+        };
+        let always = self.labels.decision != DecisionLabel::Allow || line.status >= 400;
+        if !log.sampled(always) {
+            return;
+        }
+        log.send(AccessRecord {
+            timestamp: timestamp(line.at),
+            request_id: line.id.as_str().to_owned(),
+            direction: self.labels.direction.as_str(),
+            peer_id: line.peer.to_string(),
+            method: line.method,
+            path: line.path.map(|p| p.as_str().to_owned()),
+            route: line.route.map(|r| r.to_string()),
+            decision: self.labels.decision.as_str(),
+            rule: line.rule,
+            reason: line.reason,
+            status: line.status,
+            protocol: line.protocol,
+            response_ms: millis(self.responded),
+            duration_ms: millis(duration),
+            bytes_in: line.bytes_in,
+            bytes_out,
+            trace_id: line.trace_id,
+        });
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1e6).round() / 1e3
+}
+
+// === impl ObservedBody ===
+
+impl ObservedBody {
+    fn done(&mut self) {
+        if let Some(finish) = self.finish.take() {
+            finish.record(self.bytes);
+        }
+    }
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.done();
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.done(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
