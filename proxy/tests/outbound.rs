@@ -261,3 +261,22 @@ async fn transparent_listener_reached_directly_refuses_instead_of_looping() {
         outbound.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_fixed_destination_that_is_the_listener_is_refused_at_start() {
+    let pki = Pki::new();
+    // A free port, so the listener and its destination can be the same address.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = OutboundConfig::new(addr, fixed(addr, SERVER_ID), pki.identity(FRONTEND));
+    let error = Outbound::bind(config)
+        .await
+        .err()
+        .expect("a loop is refused");
+    assert_eq!(
+        error.to_string(),
+        format!("the outbound listener {addr} would forward to itself")
+    );
+}

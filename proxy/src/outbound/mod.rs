@@ -88,6 +88,10 @@ pub enum OutboundError {
     /// A TLS client config cannot be built from the identity.
     #[error("cannot build the outbound tls configuration")]
     Tls(#[source] TlsError),
+    /// A fixed destination is the listener itself: every connection would connect to
+    /// itself again.
+    #[error("the outbound listener {0} would forward to itself")]
+    Loop(SocketAddr),
 }
 
 // === impl Outbound ===
@@ -101,6 +105,11 @@ impl Outbound {
         let listen = |source| OutboundError::Listen { addr, source };
         let listener = TcpListener::bind(addr).await.map_err(listen)?;
         let local_addr = listener.local_addr().map_err(listen)?;
+        if let Destinations::Fixed(upstream) = &config.destinations
+            && is_self(upstream.addr, local_addr)
+        {
+            return Err(OutboundError::Loop(local_addr));
+        }
         let shared = Arc::new(serve::Shared {
             config,
             connector,
@@ -152,6 +161,16 @@ impl Outbound {
     }
 }
 
+/// Whether connecting to `target` surely reaches the listener bound to `local` (a listener on
+/// every address is reached through loopback; a remote host on the same port is not us).
+fn is_self(target: SocketAddr, local: SocketAddr) -> bool {
+    let (target_ip, local_ip) = (target.ip().to_canonical(), local.ip().to_canonical());
+    target.port() == local.port()
+        && (target_ip == local_ip
+            || (local_ip.is_unspecified()
+                && (target_ip.is_loopback() || target_ip.is_unspecified())))
+}
+
 // === impl Running ===
 
 impl Running {
@@ -184,5 +203,33 @@ impl Stats {
 
     pub(crate) fn incr(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::is_self;
+
+    #[test]
+    fn a_fixed_destination_may_not_be_the_listener() {
+        let table = [
+            ("127.0.0.1:7001", "127.0.0.1:7001", true),
+            ("127.0.0.1:7001", "0.0.0.0:7001", true),
+            ("[::1]:7001", "[::]:7001", true),
+            ("127.0.0.2:7001", "127.0.0.1:7001", false),
+            ("10.0.0.5:7001", "0.0.0.0:7001", false),
+            ("[::ffff:127.0.0.1]:7001", "127.0.0.1:7001", true),
+            ("127.0.0.1:15006", "127.0.0.1:7001", false),
+            ("10.0.0.5:7001", "127.0.0.1:7001", false),
+        ];
+        for (target, local, expected) in table {
+            assert_eq!(
+                is_self(target.parse().unwrap(), local.parse().unwrap()),
+                expected,
+                "{target} from {local}"
+            );
+        }
     }
 }
