@@ -6,7 +6,7 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `GET /metrics` | OpenMetrics text of every metric |
+//! | `GET /metrics` | every metric: OpenMetrics text when the `Accept` field asks for it (Prometheus does), else the Prometheus text format 0.0.4 |
 //! | `GET /ready` | 200 `ready` once serving; 503 before, and from the moment shutdown starts |
 //! | `GET /live` | 200 `live` while the process runs |
 //! | `GET /status` | JSON of what is in force: policy version and load time, identity and its expiry, the last reload errors — **loopback peers only** (403 otherwise) |
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -42,8 +42,12 @@ use crate::telemetry::Telemetry;
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 15020);
 
-/// The OpenMetrics content type `/metrics` answers with.
+/// The OpenMetrics content type `/metrics` answers with when the scraper accepts it
+/// (Prometheus does).
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The Prometheus text content type `/metrics` answers with otherwise.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Where the admin server listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,15 +189,22 @@ fn answer(
     }
     match request.uri().path() {
         "/metrics" => {
-            let body = state
-                .telemetry
-                .metrics()
-                .map(|m| m.render())
-                .unwrap_or_else(|| "# EOF\n".to_owned());
+            let openmetrics = request
+                .headers()
+                .get_all(ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            let (body, content_type) = match (state.telemetry.metrics(), openmetrics) {
+                (Some(metrics), true) => (metrics.render(), OPENMETRICS),
+                (Some(metrics), false) => (metrics.render_prometheus(), PROMETHEUS_TEXT),
+                (None, true) => ("# EOF\n".to_owned(), OPENMETRICS),
+                (None, false) => (String::new(), PROMETHEUS_TEXT),
+            };
             let mut response = Response::new(Full::new(Bytes::from(body)));
             response
                 .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
         "/ready" if state.readiness.is_ready() => text(StatusCode::OK, "ready\n"),

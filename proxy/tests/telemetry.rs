@@ -20,7 +20,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use palisade_config::SpiffeId;
-use palisade_proxy::admin::{Admin, AdminConfig, AdminState, OPENMETRICS, Readiness};
+use palisade_proxy::admin::{
+    Admin, AdminConfig, AdminState, OPENMETRICS, PROMETHEUS_TEXT, Readiness,
+};
 use palisade_proxy::config::InboundConfig;
 use palisade_proxy::inbound::Inbound;
 use palisade_proxy::pki::SvidOptions;
@@ -557,6 +559,14 @@ async fn collector_down_requests_succeed_and_drops_are_counted() {
 }
 
 async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String, String) {
+    admin_get_accepting(addr, path, "*/*").await
+}
+
+async fn admin_get_accepting(
+    addr: SocketAddr,
+    path: &str,
+    accept: &str,
+) -> (StatusCode, String, String) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -564,6 +574,7 @@ async fn admin_get(addr: SocketAddr, path: &str) -> (StatusCode, String, String)
     tokio::spawn(conn);
     let request = Request::get(path)
         .header("host", "admin")
+        .header("accept", accept)
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = tokio::time::timeout(LIMIT, sender.send_request(request))
@@ -635,7 +646,9 @@ async fn admin_serves_probes_metrics_and_what_is_in_force() {
     assert_eq!(admin_get(addr, "/live").await.0, StatusCode::OK);
     assert_eq!(admin_get(addr, "/nope").await.0, StatusCode::NOT_FOUND);
 
-    let (code, content_type, text) = admin_get(addr, "/metrics").await;
+    // What Prometheus sends.
+    let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+    let (code, content_type, text) = admin_get_accepting(addr, "/metrics", accept).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(content_type, OPENMETRICS);
     let snapshot = status.snapshot();
@@ -649,6 +662,12 @@ async fn admin_serves_probes_metrics_and_what_is_in_force() {
         Some(1.0)
     );
     assert!(text.ends_with("# EOF\n"));
+    let (_, content_type, text) = admin_get(addr, "/metrics").await;
+    assert_eq!(content_type, PROMETHEUS_TEXT);
+    assert!(
+        text.contains("# TYPE palisade_reloads_total counter"),
+        "{text}"
+    );
 
     let (code, content_type, body) = admin_get(addr, "/status").await;
     assert_eq!(code, StatusCode::OK);

@@ -9,3 +9,4 @@ mod mesh;
 mod proxy;
 mod reload;
 mod support;
+mod telemetry;

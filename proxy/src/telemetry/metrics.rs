@@ -366,6 +366,12 @@ impl Metrics {
         self.inner.empty.clone()
     }
 
+    /// The same metrics in the Prometheus text format 0.0.4 (for scrapers that do not ask for
+    /// OpenMetrics).
+    pub fn render_prometheus(&self) -> String {
+        to_prometheus_text(&self.render())
+    }
+
     /// The counter of dropped spans (the trace exporter increments it).
     pub fn spans_dropped(&self) -> Counter {
         self.inner.spans_dropped.clone()
@@ -387,6 +393,49 @@ impl Metrics {
         }
         text
     }
+}
+
+/// OpenMetrics text → Prometheus text format 0.0.4, for scrapers that do not accept
+/// OpenMetrics (`promtool check metrics`, older agents): a counter family's `HELP` and
+/// `TYPE` name gains its `_total` (as its samples have), and `# UNIT` and `# EOF` go.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let mut counters = std::collections::HashSet::new();
+    for line in &lines {
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name);
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len() + 64);
+    for line in lines {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(kind);
+                out.push_str(name);
+                out.push_str(suffix);
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// The buckets of `palisade_request_duration_seconds`.
@@ -526,6 +575,27 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn prometheus_text_names_counter_families_with_total() {
+        let metrics = Metrics::new(None);
+        let l = labels(&metrics, "/a", DecisionLabel::Allow);
+        metrics.request(&l, Duration::from_millis(1));
+        let text = metrics.render_prometheus();
+        assert!(
+            text.contains("# TYPE palisade_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP palisade_requests_total Requests"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE palisade_connections_open gauge\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
     }
 
     #[test]
