@@ -11,12 +11,11 @@
 //! (never raw paths), a fixed set of methods and status classes.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
-use std::fmt::Write as _;
-
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
 };
@@ -33,7 +32,7 @@ use crate::reload::StatusHandle;
 /// with more templates than this is unusual, and the label set must stay bounded).
 pub const MAX_ROUTES: usize = 512;
 
-/// Upper bounds of the request-duration histogram buckets, in seconds (1 ms … ~16 s).
+/// Upper bounds of the request-duration histogram buckets, in seconds (0.5 ms … 30 s).
 const DURATION_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];

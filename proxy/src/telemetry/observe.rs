@@ -32,20 +32,24 @@ use super::metrics::{DecisionLabel, Direction, MethodLabel, RequestLabels, Statu
 use crate::inbound::request_id::RequestId;
 use crate::inbound::{ResponseBody, ResponseFuture};
 
-/// Layer for [`Observe`].
+/// Layer for [`Observe`]. `None` when telemetry is disabled: nothing is built per
+/// connection and each request costs one branch.
 #[derive(Clone)]
-pub(crate) struct ObserveLayer {
-    parts: Option<Arc<Parts>>,
-    policy: Arc<ArcSwap<Policy>>,
-    peer: Arc<Peer>,
-    labels: Arc<PeerLabels>,
-}
+pub(crate) struct ObserveLayer(Option<Arc<Connection>>);
 
 /// Watches each request; see the module documentation.
 #[derive(Clone)]
 pub(crate) struct Observe<S> {
     inner: S,
-    layer: ObserveLayer,
+    connection: Option<Arc<Connection>>,
+}
+
+/// What every request of one connection shares.
+struct Connection {
+    parts: Arc<Parts>,
+    policy: Arc<ArcSwap<Policy>>,
+    peer: Peer,
+    labels: PeerLabels,
 }
 
 /// The peer of one connection, as labels: computed once per connection.
@@ -107,30 +111,28 @@ impl ObserveLayer {
         policy: Arc<ArcSwap<Policy>>,
         peer: &Peer,
     ) -> ObserveLayer {
-        let parts = telemetry.parts().cloned();
-        let empty = || {
-            parts
-                .as_ref()
-                .map_or_else(|| Arc::from(""), |p| p.metrics.empty())
+        let Some(parts) = telemetry.parts().cloned() else {
+            return ObserveLayer(None);
         };
-        let labels = match (&parts, peer) {
-            (Some(_), Peer::Spiffe(id)) => PeerLabels {
+        let empty = || parts.metrics.empty();
+        let labels = match peer {
+            Peer::Spiffe(id) => PeerLabels {
                 id: Arc::from(id.as_str()),
                 namespace: id.namespace().map_or_else(empty, Arc::from),
                 service_account: id.service_account().map_or_else(empty, Arc::from),
             },
-            _ => PeerLabels {
+            Peer::Unauthenticated => PeerLabels {
                 id: Arc::from("unauthenticated"),
                 namespace: empty(),
                 service_account: empty(),
             },
         };
-        ObserveLayer {
+        ObserveLayer(Some(Arc::new(Connection {
             parts,
             policy,
-            peer: Arc::new(peer.clone()),
-            labels: Arc::new(labels),
-        }
+            peer: peer.clone(),
+            labels,
+        })))
     }
 }
 
@@ -140,7 +142,7 @@ impl<S> tower::Layer<S> for ObserveLayer {
     fn layer(&self, inner: S) -> Observe<S> {
         Observe {
             inner,
-            layer: self.clone(),
+            connection: self.0.clone(),
         }
     }
 }
@@ -161,9 +163,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<Incoming>) -> ResponseFuture {
-        let Some(parts) = self.layer.parts.clone() else {
+        let Some(connection) = &self.connection else {
             return Box::pin(self.inner.call(request));
         };
+        let parts = connection.parts.clone();
         let started = Instant::now();
         let method = MethodLabel::of(request.method());
 
@@ -173,14 +176,14 @@ where
         let recording = span.as_ref().is_some_and(|cx| cx.span().is_recording());
         let logging = parts.access_log.is_some();
         let verdict = judge(
-            &self.layer.policy,
+            &connection.policy,
             &parts,
             &request,
-            &self.layer.peer,
+            &connection.peer,
             logging || recording,
         );
         if recording && let Some(cx) = &span {
-            describe_span(cx, &request, &verdict, &self.layer.labels);
+            describe_span(cx, &request, &verdict, &connection.labels);
         }
         let line = logging.then(|| {
             let (rule, reason) = verdict.detail.clone().unwrap_or_default();
@@ -191,7 +194,7 @@ where
                     .get::<RequestId>()
                     .cloned()
                     .unwrap_or_else(RequestId::unknown),
-                peer: self.layer.labels.id.clone(),
+                peer: connection.labels.id.clone(),
                 method: request.method().as_str().to_owned(),
                 path: verdict.path.clone(),
                 route: verdict.route.clone(),
@@ -212,8 +215,8 @@ where
             route: verdict.route.unwrap_or_else(|| parts.metrics.empty()),
             status_class: StatusClass::ServerError,
             decision: verdict.decision,
-            peer_namespace: self.layer.labels.namespace.clone(),
-            peer_sa: self.layer.labels.service_account.clone(),
+            peer_namespace: connection.labels.namespace.clone(),
+            peer_sa: connection.labels.service_account.clone(),
         };
 
         let future = self.inner.call(request);
