@@ -162,6 +162,7 @@ async fn run_case(case: &Case, addr: SocketAddr, pki: &Pki, oracle: &Oracle) -> 
     let policy = judge_policy();
     let peer = Peer::Spiffe(SpiffeId::parse(FRONTEND).expect("id"));
     let mut violations = verdict::violations(&arrived, case.reach, &policy, &peer);
+    violations.extend(verdict::spoofed(&arrived));
     if let Some(bound) = case.bound
         && !outcome.refused
         && outcome.closed_after.is_none_or(|after| after > bound)

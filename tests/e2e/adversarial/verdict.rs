@@ -86,13 +86,6 @@ fn judge_head(head: &Head, policy: &Policy, peer: &Peer, found: &mut Vec<String>
         found.push(format!("{what}: forwarded with ambiguous framing"));
     }
     for (name, value) in &head.headers {
-        if name.to_ascii_lowercase().contains("spoof")
-            || String::from_utf8_lossy(value)
-                .to_ascii_lowercase()
-                .contains("spoof")
-        {
-            found.push(format!("{what}: spoofed header reached the app: {name}"));
-        }
         if name.bytes().any(|b| b.is_ascii_control())
             || value.iter().any(|b| *b == 0 || *b == b'\r' || *b == b'\n')
         {
@@ -129,6 +122,24 @@ fn judge_head(head: &Head, policy: &Policy, peer: &Peer, found: &mut Vec<String>
             }
         }
     }
+}
+
+/// Header fields carrying the marker `spoof` that the client sent (identity and routing
+/// overrides the app must never see from a client).
+pub(crate) fn spoofed(arrived: &Arrived) -> Vec<String> {
+    let mut found = Vec::new();
+    for head in &arrived.heads {
+        for (name, value) in &head.headers {
+            let value = String::from_utf8_lossy(value).to_ascii_lowercase();
+            if name.to_ascii_lowercase().contains("spoof") || value.contains("spoof") {
+                found.push(format!(
+                    "{} {}: spoofed header reached the app: {name}",
+                    head.method, head.target
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// The path (with query) of an origin-form or absolute-form target.
@@ -312,7 +323,9 @@ mod tests {
                 heads,
                 ..Arrived::default()
             };
-            violations(&arrived, reach, &policy, &peer)
+            let mut found = violations(&arrived, reach, &policy, &peer);
+            found.extend(spoofed(&arrived));
+            found
         };
         for ok in [
             "/api/v1/items",
