@@ -251,7 +251,7 @@ async fn access_log_lines_say_why_and_carry_no_secrets() {
     malformed.assert_error(400, "bad_request");
 
     observed.proxy.running.shutdown().await;
-    observed.tasks.finish(LIMIT);
+    observed.tasks.finish(LIMIT).await;
     let text = observed.log.text();
     for secret in [
         "secret-bearer",
@@ -322,7 +322,7 @@ async fn access_log_samples_successes_but_keeps_every_refusal() {
     let reply = send(observed.proxy.addr, &frontend, get("/api/v2")).await;
     reply.assert_error(403, "forbidden");
     observed.proxy.running.shutdown().await;
-    observed.tasks.finish(LIMIT);
+    observed.tasks.finish(LIMIT).await;
     let lines = observed.log.lines();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["decision"], "deny");
@@ -461,7 +461,7 @@ async fn spans_continue_the_callers_trace_and_reach_the_collector() {
     );
     // The access-log line names the same trace.
     observed.proxy.running.shutdown().await;
-    observed.tasks.finish(LIMIT);
+    observed.tasks.finish(LIMIT).await;
     let lines = observed.log.lines();
     assert_eq!(lines[0]["trace_id"], trace_id);
 

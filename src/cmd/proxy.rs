@@ -244,7 +244,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
         reloading.shutdown().await;
     }
     if let Some(tasks) = telemetry_tasks {
-        tasks.finish(Duration::from_secs(2));
+        tasks.finish(Duration::from_secs(2)).await;
     }
     if let Some(admin) = admin {
         admin.shutdown().await;

@@ -128,17 +128,23 @@ impl Telemetry {
 // === impl TelemetryTasks ===
 
 impl TelemetryTasks {
-    /// Writes the queued access-log lines and hands the queued spans to the exporter,
-    /// waiting at most `limit` for the log.
-    pub fn finish(self, limit: Duration) {
-        let Some(parts) = self.telemetry.parts() else {
+    /// Exports the queued spans and writes the queued access-log lines, waiting at most
+    /// `limit` for each. Call after the proxy has drained.
+    pub async fn finish(self, limit: Duration) {
+        let Some(parts) = self.telemetry.parts.clone() else {
             return;
         };
         if let Some(tracing) = &parts.tracing {
-            tracing.flush();
+            tracing.shutdown(limit).await;
         }
-        if let Some(log) = &parts.access_log {
-            log.flush(limit);
+        if parts.access_log.is_some() {
+            // The log's flush blocks on its writer thread: not on a runtime thread.
+            let flushed = tokio::task::spawn_blocking(move || {
+                if let Some(log) = &parts.access_log {
+                    log.flush(limit);
+                }
+            });
+            let _ = flushed.await;
         }
         drop(self.writer);
     }

@@ -73,6 +73,7 @@ pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     propagator: TraceContextPropagator,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Tracing cannot start.
@@ -260,7 +261,7 @@ impl Tracing {
         exporter.set_resource(&resource);
 
         let (queue, commands) = mpsc::channel(config.queue.max(1));
-        tokio::spawn(export(
+        let task = tokio::spawn(export(
             exporter,
             commands,
             Batching {
@@ -285,6 +286,7 @@ impl Tracing {
             provider,
             tracer,
             propagator: TraceContextPropagator::new(),
+            task: Mutex::new(Some(task)),
         })
     }
 
@@ -311,9 +313,16 @@ impl Tracing {
         let _ = self.provider.force_flush();
     }
 
-    /// Stops the export task after exporting what is queued (bounded by the export timeout).
-    pub fn shutdown(&self) {
+    /// Closes the queue and waits (at most `limit`) for the export task to send what was
+    /// queued; spans that end later are dropped and counted.
+    pub async fn shutdown(&self, limit: Duration) {
         let _ = self.provider.shutdown();
+        let task = self.task.lock().ok().and_then(|mut task| task.take());
+        if let Some(task) = task
+            && tokio::time::timeout(limit, task).await.is_err()
+        {
+            tracing::warn!("span export did not finish in time; queued spans are lost");
+        }
     }
 }
 
