@@ -26,10 +26,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -158,7 +157,7 @@ async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::R
                 let state = state.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
-                        let response = answer(&state, remote, &request);
+                        let response = answer(&state, remote, request.method(), request.uri().path(), request.headers());
                         async move { Ok::<_, Infallible>(response) }
                     });
                     let served = hyper::server::conn::http1::Builder::new()
@@ -182,15 +181,16 @@ async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::R
 fn answer(
     state: &AdminState,
     remote: SocketAddr,
-    request: &Request<Incoming>,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
 ) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
+    if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match request.uri().path() {
+    match path {
         "/metrics" => {
-            let openmetrics = request
-                .headers()
+            let openmetrics = headers
                 .get_all(ACCEPT)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
@@ -238,4 +238,63 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of(remote: &str, method: Method, path: &str) -> StatusCode {
+        let state = AdminState::default();
+        let remote: SocketAddr = remote.parse().unwrap_or(DEFAULT_ADMIN_LISTEN);
+        answer(&state, remote, &method, path, &HeaderMap::new()).status()
+    }
+
+    #[test]
+    fn status_answers_loopback_clients_only() {
+        assert_eq!(
+            status_of("127.0.0.1:5000", Method::GET, "/status"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_of("[::1]:5000", Method::GET, "/status"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_of("[::ffff:127.0.0.1]:5000", Method::GET, "/status"),
+            StatusCode::OK
+        );
+        for remote in ["10.0.0.7:5000", "[fd00::7]:5000", "[::ffff:10.0.0.7]:5000"] {
+            assert_eq!(
+                status_of(remote, Method::GET, "/status"),
+                StatusCode::FORBIDDEN,
+                "{remote}"
+            );
+        }
+        // Probes and metrics answer everyone (the kubelet comes from the pod IP).
+        assert_eq!(
+            status_of("10.0.0.7:5000", Method::GET, "/live"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_of("10.0.0.7:5000", Method::GET, "/metrics"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status_of("10.0.0.7:5000", Method::GET, "/ready"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn only_get_and_head_and_known_paths() {
+        assert_eq!(
+            status_of("127.0.0.1:1", Method::POST, "/ready"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            status_of("127.0.0.1:1", Method::GET, "/x"),
+            StatusCode::NOT_FOUND
+        );
+    }
 }
