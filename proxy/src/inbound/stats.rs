@@ -1,5 +1,7 @@
-//! Counters of the inbound side, plain atomics read by tests and, later, by the metrics
-//! exporter. Every counter only goes up, except [`Stats::connections_open`].
+//! Counters of the inbound side, plain atomics read by tests and embedders. Always on, even
+//! with telemetry disabled; the labelled Prometheus metrics are
+//! [`telemetry::metrics`](crate::telemetry::metrics). Every counter only goes up, except
+//! [`Stats::connections_open`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
