@@ -124,14 +124,35 @@ fn judge_head(head: &Head, policy: &Policy, peer: &Peer, found: &mut Vec<String>
     }
 }
 
-/// Header fields carrying the marker `spoof` that the client sent (identity and routing
-/// overrides the app must never see from a client).
+/// Fields through which a client could claim an identity, an address or another URL.
+const IDENTITY_FIELDS: [&str; 14] = [
+    "x-forwarded-client-cert",
+    "x-ssl-client-cert",
+    "x-client-cert",
+    "ssl-client-cert",
+    "x-spiffe-id",
+    "x-client-verify",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+    "x-http-method-override",
+];
+
+/// Identity and override fields (in any spelling, `_` for `-` included) whose value carries
+/// the marker `spoof`: the client's claim reached the app. A field whose name itself
+/// carries the marker counts too.
 pub(crate) fn spoofed(arrived: &Arrived) -> Vec<String> {
     let mut found = Vec::new();
     for head in &arrived.heads {
         for (name, value) in &head.headers {
+            let dashed = name.to_ascii_lowercase().replace('_', "-");
             let value = String::from_utf8_lossy(value).to_ascii_lowercase();
-            if name.to_ascii_lowercase().contains("spoof") || value.contains("spoof") {
+            let identity = IDENTITY_FIELDS.contains(&dashed.trim_end_matches('\0'));
+            if dashed.contains("spoof") || (identity && value.contains("spoof")) {
                 found.push(format!(
                     "{} {}: spoofed header reached the app: {name}",
                     head.method, head.target
@@ -256,6 +277,19 @@ pub(crate) fn allowed(policy: &Policy, method: &str, reading: &str, peer: &Peer)
 }
 
 fn literal(reading: &str) -> String {
+    // `normalize` refuses targets past 8 KiB; shorten long segments instead, which keeps the
+    // segment structure the policy decides on.
+    let shortened: String;
+    let reading = if reading.len() > palisade_config::normalize::MAX_TARGET_LEN {
+        shortened = reading
+            .split('/')
+            .map(|segment| segment.get(..64).unwrap_or(segment))
+            .collect::<Vec<_>>()
+            .join("/");
+        shortened.as_str()
+    } else {
+        reading
+    };
     let bytes = reading.as_bytes();
     let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
