@@ -13,6 +13,15 @@
 //! §6.3), so no second request can hide behind it. This step rejects what remains visible:
 //! any `Transfer-Encoding` other than exactly one `chunked`, several `Content-Length`
 //! fields, both together, and a body on GET or HEAD.
+//!
+//! Two readings are deliberately left to hyper. A request with both `Content-Length` and
+//! `Transfer-Encoding: chunked` is not answered 400: hyper removes the `Content-Length`
+//! before this step runs and exposes no raw header list to a server, so the conflict is
+//! invisible here; the connection closes after the response, and the adversarial suite's
+//! CL.TE and TE.CL cases show that nothing behind the body reaches the app. Bare LF line
+//! endings are accepted (RFC 9112 §2.2 lets a recipient do so): palisade never forwards the
+//! client's bytes, it writes a new CRLF-framed request to the app, so no app can read the
+//! head differently.
 
 use std::future::Future;
 use std::pin::Pin;
