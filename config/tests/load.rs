@@ -95,3 +95,28 @@ fn diagnostics_serialize_for_json_output() {
         r#"{"severity":"error","file":"x.yaml","line":1,"column":1,"field":"","message":"missing field `apiVersion`"}"#
     );
 }
+
+#[test]
+fn a_transposed_field_name_gets_a_suggestion() {
+    let rules =
+        "  rules:\n    - name: r\n      from: {principals: [\"spiffe://cluster.local/*\"]}\n";
+    let cases = [
+        (
+            format!(
+                "{HEADER}metadata: {{name: shop}}\nspec:\n  mdoe: audit\n{rules}      to: [{{methods: [GET], paths: [/a]}}]\n"
+            ),
+            "t.yaml:5:3: spec.mdoe: unknown field `mdoe`; did you mean `mode`?",
+        ),
+        (
+            format!(
+                "{HEADER}metadata: {{name: shop}}\nspec:\n{rules}      to: [{{mehtods: [GET], paths: [/a]}}]\n"
+            ),
+            "t.yaml:8:13: spec.rules[0].to[0].mehtods: unknown field `mehtods`; did you mean `methods`?",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = Policy::from_yaml("t.yaml", &text, &LoadOptions::default()).unwrap_err();
+        let lines: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(lines, [expected]);
+    }
+}

@@ -381,20 +381,30 @@ pub(crate) fn did_you_mean<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c
         .map(|(_, c)| c)
 }
 
-/// Levenshtein distance over characters.
+/// Optimal-string-alignment distance over characters: Levenshtein plus a swap of two adjacent
+/// characters counting as one edit, so `mdoe` is one edit from `mode`.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
+    // Three rows of the distance matrix: i-2, i-1 and i (a transposition looks two rows back).
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    let mut current: Vec<usize> = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        current[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+            let mut d = (previous[j] + usize::from(ca != cb))
+                .min(previous[j + 1] + 1)
+                .min(current[j] + 1);
+            if i > 0 && j > 0 && *ca == b[j - 1] && a[i - 1] == *cb {
+                d = d.min(before[j - 1] + 1);
+            }
+            current[j + 1] = d;
         }
+        std::mem::swap(&mut before, &mut previous);
+        std::mem::swap(&mut previous, &mut current);
     }
-    row[b.len()]
+    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -411,6 +421,7 @@ mod tests {
             ("method", Some("methods")),
             ("Paths", Some("paths")),
             ("opaqueport", Some("opaquePorts")),
+            ("mehtods", Some("methods")),
             ("hosts", None),
             ("x", None),
         ];
@@ -430,9 +441,24 @@ mod tests {
     }
 
     #[test]
+    fn suggests_transposed_letters() {
+        // A swap of two adjacent letters is one edit, so short words get a suggestion too.
+        let known = ["mode", "mtls", "rules", "opaquePorts"];
+        assert_eq!(did_you_mean("mdoe", &known), Some("mode"));
+        assert_eq!(did_you_mean("mlts", &known), Some("mtls"));
+        assert_eq!(did_you_mean("rlues", &known), Some("rules"));
+        assert_eq!(did_you_mean("omde", &known), Some("mode"));
+        assert_eq!(did_you_mean("doem", &known), None);
+    }
+
+    #[test]
     fn edit_distance_counts_edits() {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("mdoe", "mode"), 1);
+        assert_eq!(edit_distance("ab", "ba"), 1);
+        assert_eq!(edit_distance("abc", "ca"), 3); // optimal string alignment, not full Damerau
+        assert_eq!(edit_distance("abcdef", "badcfe"), 3);
     }
 }
