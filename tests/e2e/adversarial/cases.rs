@@ -130,7 +130,7 @@ const SMUGGLED: &str = "GET /admin HTTP/1.1\r\nHost: app\r\n\r\n";
 
 /// An h2 HEADERS frame (END_HEADERS, and END_STREAM if `end`) with pseudo-headers then
 /// `extra`, all as raw literals.
-fn h2_headers(
+pub(crate) fn h2_headers(
     stream: u32,
     method: &[u8],
     path: &[u8],

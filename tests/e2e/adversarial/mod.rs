@@ -58,8 +58,19 @@ fn adversarial_suite_reaches_nothing_outside_the_allowlist() {
             let running = targets::start_palisade(&pki, oracle.port).await;
             assert!(
                 still_serves(running.local_addr(), &pki, &oracle).await,
-                "control request"
+                "control request over HTTP/1.1"
             );
+            let steps = [Step::Send(cases::h2_headers(
+                1,
+                b"GET",
+                b"/api/v1/items",
+                &[],
+                true,
+            ))];
+            let config = pki.client(Who::Frontend, true);
+            exchange(running.local_addr(), config, true, &steps, CASE_LIMIT).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(oracle.take().heads.len(), 1, "control request over h2");
             running.shutdown().await;
         }
         let cases = cases::all();
