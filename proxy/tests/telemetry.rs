@@ -72,13 +72,18 @@ struct Observed {
     log: Captured,
 }
 
-/// The inbound side with `telemetry` in front of `app`.
+/// The inbound side (enforce mode) with `telemetry` in front of `app`.
 async fn start(pki: &Pki, app: SocketAddr, config: TelemetryConfig) -> Observed {
+    start_in(pki, app, config, "enforce").await
+}
+
+/// The inbound side with the policy in `mode` and `telemetry` in front of `app`.
+async fn start_in(pki: &Pki, app: SocketAddr, config: TelemetryConfig, mode: &str) -> Observed {
     let identity =
         Identity::load(&pki.identity_files_with(SERVER_ID, &SvidOptions::default())).unwrap();
     let tls = server_config(&identity, &TrustDomains::new([TD]).unwrap()).unwrap();
     let mut inbound = InboundConfig::new(
-        policy("enforce", "strict", ""),
+        policy(mode, "strict", ""),
         tls,
         SpiffeId::parse(SERVER_ID).unwrap(),
     );
@@ -333,6 +338,43 @@ async fn access_log_samples_successes_but_keeps_every_refusal() {
             .starts_with("denied: no route matches (nearest: "),
         "{}",
         lines[0]
+    );
+}
+
+#[tokio::test]
+async fn audit_mode_counts_and_logs_would_be_denials() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let config = TelemetryConfig {
+        access_log: AccessLogConfig {
+            enabled: true,
+            sample_ratio: 0.0,
+            ..AccessLogConfig::default()
+        },
+        ..TelemetryConfig::default()
+    };
+    let observed = start_in(&pki, app.addr, config, "audit").await;
+    let frontend = Via::Tls(pki.client(FRONTEND, &[b"http/1.1"]));
+    let reply = send(
+        observed.proxy.addr,
+        &frontend,
+        request("DELETE", "/api/v1/items/9", &[]),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "audit mode forwards");
+    let series = r#"palisade_requests_total{direction="inbound",method="DELETE",route="/api/v1/items/{id}",status_class="2xx",decision="audit_deny",peer_namespace="web",peer_sa="frontend"}"#;
+    let telemetry = observed.telemetry.clone();
+    assert!(eventually(|| sample(&metrics_text(&telemetry), series) == Some(1.0)).await);
+    observed.proxy.running.shutdown().await;
+    observed.tasks.finish(LIMIT).await;
+    // Sampled out as a success, yet logged: a would-be denial is always logged.
+    let lines = observed.log.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["decision"], "audit_deny");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(
+        lines[0]["reason"],
+        "denied: route /api/v1/items/{id} exists but rule catalog-read does not allow this method"
     );
 }
 
