@@ -18,7 +18,7 @@ use crate::check::{self, TestCase};
 use crate::document::{self, Document, MAX_SOURCE_BYTES, ModeDoc, MtlsDoc};
 use crate::location::{Diagnostic, LoadError, Origin};
 use crate::policy::{Entry, Inner, Mode, MtlsMode, Policy, Route, Rule};
-use crate::template::{Segment, Template};
+use crate::template::Template;
 
 use rules::CompiledRule;
 
@@ -115,20 +115,14 @@ fn compile_parsed(
     mut warnings: Vec<Diagnostic>,
 ) -> Result<Loaded, LoadError> {
     let (mode, mtls) = agree_on_modes(documents, &mut diagnostics);
-    let rules = rules::validate(documents, mtls, opts, &mut diagnostics, &mut warnings);
+    let mut rules = rules::validate(documents, mtls, opts, &mut diagnostics, &mut warnings);
     let opaque_ports = rules::opaque_ports(documents, &mut diagnostics);
     let tests = check::validate(documents, &rules, &mut diagnostics);
-    let (inner, route_of) = build(&rules, &mut diagnostics);
+    let inner = build(&mut rules, &mut diagnostics);
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(LoadError { diagnostics });
     }
-    shadow::warn(
-        &rules,
-        &inner,
-        &route_of,
-        !opaque_ports.is_empty(),
-        &mut warnings,
-    );
+    shadow::warn(&rules, &inner, !opaque_ports.is_empty(), &mut warnings);
     let inner = Inner {
         mode,
         mtls,
@@ -196,67 +190,78 @@ fn mtls_name(m: MtlsMode) -> &'static str {
     }
 }
 
-/// Where each (rule, `to` entry, path) landed in the trie: `route_of[rule][to][path]`.
-pub(crate) type RouteOf = Vec<Vec<Vec<Option<usize>>>>;
-
-/// Builds the trie, the routes and the rule table.
-fn build(rules: &[CompiledRule], diagnostics: &mut Vec<Diagnostic>) -> (Inner, RouteOf) {
+/// Builds the trie, the routes and the rule table. Records in each [`CompiledPath`] the route
+/// it landed on and moves each rule's principals into the table.
+///
+/// [`CompiledPath`]: rules::CompiledPath
+fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> Inner {
+    let templates: usize = rules
+        .iter()
+        .flat_map(|r| r.to.iter().flatten())
+        .map(|to| to.paths.len())
+        .sum();
     let mut router = matchit::Router::new();
-    let mut routes: Vec<Route> = Vec::new();
-    let mut shapes: Vec<Vec<Segment>> = Vec::new();
-    // canonical form → (route index, first template, where it was written)
-    let mut by_canonical: HashMap<String, (usize, &Template, &Origin)> = HashMap::new();
-    let mut prefixes: Vec<(Box<str>, Box<str>)> = Vec::new();
-    let mut route_of: RouteOf = Vec::with_capacity(rules.len());
-    for (rule_index, rule) in rules.iter().enumerate() {
-        let mut rule_routes = Vec::new();
-        for to in rule.to.iter().flatten() {
-            let mut to_routes = Vec::with_capacity(to.paths.len());
-            for (template, origin) in &to.paths {
-                let canonical = template.canonical();
-                let index = match by_canonical.get(&canonical) {
-                    Some((index, _, _)) => Some(*index),
-                    None => match router.insert(canonical.clone(), routes.len()) {
+    let mut routes: Vec<Route> = Vec::with_capacity(templates);
+    let mut shapes = cover::Shapes::with_capacity(templates);
+    // Per route: its first template and where it was written (for conflict messages).
+    let mut firsts: Vec<(&Template, &Origin)> = Vec::with_capacity(templates);
+    let mut prefixes: Vec<(Arc<str>, usize)> = Vec::with_capacity(templates);
+    // Canonical form → route, built only once a conflict needs naming.
+    let mut by_canonical: HashMap<String, usize> = HashMap::new();
+    for (rule_index, rule) in rules.iter_mut().enumerate() {
+        for to in rule.to.iter_mut().flatten() {
+            for path in &mut to.paths {
+                let slot = shapes.slot(path.template.segments());
+                path.route = match shapes.route(slot) {
+                    Some(index) => Some(index),
+                    None => match router.insert(path.template.canonical(), routes.len()) {
                         Ok(()) => {
-                            by_canonical.insert(canonical, (routes.len(), template, origin));
-                            prefixes
-                                .push((template.literal_prefix().into(), template.as_str().into()));
+                            firsts.push((&path.template, path.origin));
                             routes.push(Route {
                                 entries: Vec::new(),
                             });
-                            shapes.push(template.segments().to_vec());
-                            Some(routes.len() - 1)
+                            Some(shapes.record(slot, path.template.segments()))
                         }
                         Err(e) => {
-                            diagnostics.push(conflict(template, origin, &e, &by_canonical));
+                            index_canonical(&mut by_canonical, &firsts);
+                            let other = match &e {
+                                matchit::InsertError::Conflict { with } => {
+                                    by_canonical.get(with).and_then(|&r| firsts.get(r)).copied()
+                                }
+                                _ => None,
+                            };
+                            diagnostics.push(conflict(&path.template, path.origin, &e, other));
                             None
                         }
                     },
                 };
-                if let Some(index) = index {
+                if let Some(index) = path.route {
+                    let template: Arc<str> = Arc::from(path.template.as_str());
+                    if routes[index].entries.is_empty() {
+                        let len = path.template.literal_prefix().len();
+                        prefixes.push((Arc::clone(&template), len));
+                    }
                     routes[index].entries.push(Entry {
                         rule: rule_index,
-                        template: template.as_str().into(),
+                        template,
                         methods: to.methods.clone(),
                         upgrade: to.upgrade,
                     });
                 }
-                to_routes.push(index);
             }
-            rule_routes.push(to_routes);
         }
-        route_of.push(rule_routes);
     }
-    prefixes.sort();
-    cover::merge(&mut routes, &shapes);
-    let inner = Inner {
+    prefixes
+        .sort_unstable_by(|(a, a_len), (b, b_len)| (a.get(..*a_len), a).cmp(&(b.get(..*b_len), b)));
+    shapes.merge(&mut routes);
+    Inner {
         router,
         routes,
         rules: rules
-            .iter()
+            .iter_mut()
             .map(|r| Rule {
                 name: r.name.value.as_str().into(),
-                principals: r.principals.clone(),
+                principals: std::mem::take(&mut r.principals),
             })
             .collect(),
         identity_rules: (0..rules.len())
@@ -267,23 +272,26 @@ fn build(rules: &[CompiledRule], diagnostics: &mut Vec<Diagnostic>) -> (Inner, R
         mtls: MtlsMode::Strict,
         opaque_ports: Vec::new(),
         version: String::new(),
-    };
-    (inner, route_of)
+    }
 }
 
-/// A trie insertion failure, as a located user diagnostic.
+/// Adds the routes not yet in `by_canonical` (they are numbered in order).
+fn index_canonical(by_canonical: &mut HashMap<String, usize>, firsts: &[(&Template, &Origin)]) {
+    for (route, (template, _)) in firsts.iter().enumerate().skip(by_canonical.len()) {
+        by_canonical.insert(template.canonical(), route);
+    }
+}
+
+/// A trie insertion failure, as a located user diagnostic; `other` is the route it
+/// conflicts with, when matchit names one.
 fn conflict(
     template: &Template,
     origin: &Origin,
     error: &matchit::InsertError,
-    by_canonical: &HashMap<String, (usize, &Template, &Origin)>,
+    other: Option<(&Template, &Origin)>,
 ) -> Diagnostic {
-    let other = match error {
-        matchit::InsertError::Conflict { with } => by_canonical.get(with),
-        _ => None,
-    };
     match other {
-        Some((_, other, at)) => origin.error(format!(
+        Some((other, at)) => origin.error(format!(
             "path template {:?} conflicts with {:?} ({}): a {{parameter}} and a {{*catch-all}} cannot start at the same segment",
             template.as_str(),
             other.as_str(),

@@ -112,8 +112,9 @@ pub(crate) struct Inner {
     pub(crate) rules: Vec<Rule>,
     /// Indexes into `rules` of the rules without `to` (opaque ports).
     pub(crate) identity_rules: Vec<usize>,
-    /// Literal prefixes of all templates, sorted, with their template: for `nearest`.
-    pub(crate) prefixes: Vec<(Box<str>, Box<str>)>,
+    /// The first template of every route with the length of its literal prefix, sorted by
+    /// (prefix, template): for `nearest`.
+    pub(crate) prefixes: Vec<(Arc<str>, usize)>,
     pub(crate) mode: Mode,
     pub(crate) mtls: MtlsMode,
     pub(crate) opaque_ports: Vec<u16>,
@@ -128,7 +129,8 @@ pub(crate) struct Route {
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) rule: usize,
-    pub(crate) template: Box<str>,
+    /// Shared with the other entries and the `prefixes` naming the same written template.
+    pub(crate) template: Arc<str>,
     pub(crate) methods: Methods,
     pub(crate) upgrade: bool,
 }
@@ -141,7 +143,8 @@ pub(crate) struct Rule {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Methods {
     Any,
-    List(Box<[Box<str>]>),
+    /// Shared by every entry of one `to` (one allocation per `to`, not per template).
+    List(Arc<[Box<str>]>),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -283,12 +286,13 @@ impl Inner {
     /// The template whose literal prefix shares the longest prefix with `path`: two
     /// neighbours in a sorted list, so denials cost O(log n), never a scan.
     fn nearest(&self, path: &str) -> Option<&str> {
-        let i = self.prefixes.partition_point(|(p, _)| &**p <= path);
+        let i = self.prefixes.partition_point(|p| prefix(p) <= path);
         let before = i.checked_sub(1).and_then(|j| self.prefixes.get(j));
         let after = self.prefixes.get(i);
-        let score = |c: Option<&(Box<str>, Box<str>)>| {
-            c.map_or(0, |(p, _)| {
-                p.bytes()
+        let score = |c: Option<&(Arc<str>, usize)>| {
+            c.map_or(0, |p| {
+                prefix(p)
+                    .bytes()
                     .zip(path.bytes())
                     .take_while(|(a, b)| a == b)
                     .count()
@@ -299,8 +303,13 @@ impl Inner {
         } else {
             before
         };
-        best.or(after).map(|(_, t)| &**t)
+        best.or(after).map(|(t, _)| &**t)
     }
+}
+
+/// The literal prefix of a `prefixes` element.
+fn prefix((template, len): &(Arc<str>, usize)) -> &str {
+    template.get(..*len).unwrap_or_default()
 }
 
 // === impl Methods ===

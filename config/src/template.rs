@@ -8,7 +8,7 @@
 //! [`Template::canonical`] into the route trie, so that templates differing only in parameter
 //! names share one node.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// A parsed path template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,13 +147,13 @@ impl Template {
             return Err(TemplateError::NoLeadingSlash(s.to_owned()));
         };
         check_chars(s)?;
-        let raw: Vec<&str> = rest.split('/').collect();
-        let mut segments = Vec::with_capacity(raw.len());
-        let last = raw.len() - 1;
-        for (i, seg) in raw.iter().enumerate() {
+        // One pass to parse every segment (so the first malformed one is reported), then the
+        // whole-template rules; neither allocates beyond the segments themselves.
+        let last = rest.bytes().filter(|&b| b == b'/').count();
+        let mut segments = Vec::with_capacity(last + 1);
+        for (i, seg) in rest.split('/').enumerate() {
             segments.push(parse_segment(s, seg, i == last)?);
         }
-        let mut names: Vec<&str> = Vec::new();
         for (i, seg) in segments.iter().enumerate() {
             let name = match seg {
                 Segment::Param(n) => n,
@@ -166,13 +166,15 @@ impl Template {
                 }
                 Segment::Literal(_) => continue,
             };
-            if names.contains(&name.as_str()) {
+            let seen = segments[..i].iter().any(
+                |earlier| matches!(earlier, Segment::Param(n) | Segment::CatchAll(n) if n == name),
+            );
+            if seen {
                 return Err(TemplateError::DuplicateName {
                     name: name.clone(),
                     template: s.to_owned(),
                 });
             }
-            names.push(name);
         }
         Ok(Template {
             source: s.to_owned(),
@@ -193,21 +195,13 @@ impl Template {
     /// The route-trie form with parameter names replaced by their position (`{s2}`,
     /// `{*s3}`), so that `/items/{id}` and `/items/{item}` are the same route.
     pub fn canonical(&self) -> String {
-        let mut out = String::with_capacity(self.source.len());
+        let mut out = String::with_capacity(self.source.len() + 4);
         for (i, seg) in self.segments.iter().enumerate() {
             out.push('/');
             match seg {
                 Segment::Literal(l) => out.push_str(l),
-                Segment::Param(_) => {
-                    out.push_str("{s");
-                    out.push_str(&i.to_string());
-                    out.push('}');
-                }
-                Segment::CatchAll(_) => {
-                    out.push_str("{*s");
-                    out.push_str(&i.to_string());
-                    out.push('}');
-                }
+                Segment::Param(_) => push_param(&mut out, "{s", i),
+                Segment::CatchAll(_) => push_param(&mut out, "{*s", i),
             }
         }
         out
@@ -286,6 +280,12 @@ fn check_chars(s: &str) -> Result<(), TemplateError> {
         }
     }
     Ok(())
+}
+
+/// Appends `{s<i>}` (or `{*s<i>}`) without a temporary string.
+fn push_param(out: &mut String, open: &str, i: usize) {
+    // Writing to a `String` cannot fail.
+    let _ = write!(out, "{open}{i}}}");
 }
 
 fn parse_segment(template: &str, seg: &str, is_last: bool) -> Result<Segment, TemplateError> {

@@ -17,30 +17,39 @@ use crate::template::Template;
 /// The principal that names plaintext peers under `mtls: permissive`.
 pub(crate) const UNAUTHENTICATED: &str = "unauthenticated";
 
-/// A rule whose values have been validated.
-pub(crate) struct CompiledRule {
-    pub(crate) name: Located<String>,
+/// A rule whose values have been validated. It borrows names and origins from the documents
+/// rather than copying them: compiling 10 000 rules is mostly allocation otherwise.
+pub(crate) struct CompiledRule<'d> {
+    pub(crate) name: &'d Located<String>,
+    /// Moved into the policy's rule table when the trie is built.
     pub(crate) principals: Principals,
     /// `None`: identity-only rule (opaque ports).
-    pub(crate) to: Option<Vec<CompiledTo>>,
+    pub(crate) to: Option<Vec<CompiledTo<'d>>>,
 }
 
-pub(crate) struct CompiledTo {
+pub(crate) struct CompiledTo<'d> {
     pub(crate) methods: Methods,
-    pub(crate) paths: Vec<(Template, Origin)>,
+    pub(crate) paths: Vec<CompiledPath<'d>>,
     pub(crate) upgrade: bool,
 }
 
+pub(crate) struct CompiledPath<'d> {
+    pub(crate) template: Template,
+    pub(crate) origin: &'d Origin,
+    /// The trie route this template landed on; `None` until built, or if it conflicted.
+    pub(crate) route: Option<usize>,
+}
+
 /// Validates every rule of every document, in order.
-pub(crate) fn validate(
-    documents: &[Document],
+pub(crate) fn validate<'d>(
+    documents: &'d [Document],
     mtls: MtlsMode,
     opts: &LoadOptions,
     diagnostics: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
-) -> Vec<CompiledRule> {
+) -> Vec<CompiledRule<'d>> {
     let mut seen: HashMap<&str, &Origin> = HashMap::new();
-    let mut rules = Vec::new();
+    let mut rules = Vec::with_capacity(documents.iter().map(|d| d.spec.rules.len()).sum());
     for rule in documents.iter().flat_map(|d| &d.spec.rules) {
         let name = &rule.name;
         if let Some(first) = seen.get(name.value.as_str()) {
@@ -62,7 +71,7 @@ pub(crate) fn validate(
             to.value.iter().map(|t| to_entry(t, diagnostics)).collect()
         });
         rules.push(CompiledRule {
-            name: name.clone(),
+            name,
             principals,
             to,
         });
@@ -116,7 +125,7 @@ fn principals(
     out
 }
 
-fn to_entry(to: &ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo {
+fn to_entry<'d>(to: &'d ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo<'d> {
     if to.methods.value.is_empty() {
         diagnostics.push(
             to.methods
@@ -155,7 +164,11 @@ fn to_entry(to: &ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo {
     let mut paths = Vec::with_capacity(to.paths.value.len());
     for p in &to.paths.value {
         match Template::parse(&p.value) {
-            Ok(t) => paths.push((t, p.origin.clone())),
+            Ok(template) => paths.push(CompiledPath {
+                template,
+                origin: &p.origin,
+                route: None,
+            }),
             Err(e) => diagnostics.push(p.origin.error(e.to_string())),
         }
     }
@@ -174,7 +187,7 @@ fn to_entry(to: &ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo {
         methods: if any {
             Methods::Any
         } else {
-            Methods::List(methods.into_boxed_slice())
+            Methods::List(methods.into())
         },
         paths,
         upgrade,

@@ -6,38 +6,39 @@
 //! rules sharing a route with the shadowed rule are compared, so this stays cheap at 10 000
 //! rules.
 
-use super::RouteOf;
 use super::rules::CompiledRule;
 use crate::location::Diagnostic;
 use crate::policy::Inner;
 
+/// `rules` have been built into `inner`: each path knows its route, and the principals are in
+/// `inner.rules`.
 pub(super) fn warn(
-    rules: &[CompiledRule],
+    rules: &[CompiledRule<'_>],
     inner: &Inner,
-    route_of: &RouteOf,
     has_opaque_ports: bool,
     warnings: &mut Vec<Diagnostic>,
 ) {
-    let identity: Vec<usize> = inner.identity_rules.clone();
+    let principals = |i: usize| &inner.rules[i].principals;
     for (b, rule) in rules.iter().enumerate() {
         let shadowing = match &rule.to {
-            None => identity
+            None => inner
+                .identity_rules
                 .iter()
                 .take_while(|&&a| a < b)
-                .find(|&&a| rules[a].principals.covers(&rule.principals))
+                .find(|&&a| principals(a).covers(principals(b)))
                 .copied(),
             Some(to) => {
-                let first = route_of[b].iter().flatten().flatten().next();
-                let candidates = first.map_or(&[][..], |&r| &inner.routes[r].entries[..]);
+                let first = to.iter().flat_map(|t| &t.paths).find_map(|p| p.route);
+                let candidates = first.map_or(&[][..], |r| &inner.routes[r].entries[..]);
                 candidates
                     .iter()
                     .map(|e| e.rule)
                     .filter(|&a| a < b)
                     .find(|&a| {
-                        rules[a].principals.covers(&rule.principals)
-                            && to.iter().zip(&route_of[b]).all(|(entry, routes)| {
-                                routes.iter().all(|route| {
-                                    route.is_some_and(|r| {
+                        principals(a).covers(principals(b))
+                            && to.iter().all(|entry| {
+                                entry.paths.iter().all(|path| {
+                                    path.route.is_some_and(|r| {
                                         inner.routes[r].entries.iter().any(|e| {
                                             e.rule == a && e.methods.covers(&entry.methods)
                                         })
