@@ -72,12 +72,18 @@ fn harness() -> &'static Harness {
         let dir = std::env::temp_dir().join(format!("palisade-fuzz-{}", std::process::id()));
         let ca = Ca::new("cluster.local").expect("ca");
         let svid = ca
-            .issue_svid("spiffe://cluster.local/ns/shop/sa/orders", &SvidOptions::default())
+            .issue_svid(
+                "spiffe://cluster.local/ns/shop/sa/orders",
+                &SvidOptions::default(),
+            )
             .expect("svid");
         let paths = write_identity(&dir, &svid, ca.bundle_pem()).expect("identity");
         let identity = Identity::load(&paths).expect("identity loads");
-        let tls = server_config(&identity, &TrustDomains::new(["cluster.local"]).expect("td"))
-            .expect("tls");
+        let tls = server_config(
+            &identity,
+            &TrustDomains::new(["cluster.local"]).expect("td"),
+        )
+        .expect("tls");
         let (oracle, running) = runtime.block_on(async {
             let oracle = Oracle::start(0).await;
             let own = SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/orders").expect("id");
@@ -131,6 +137,9 @@ fuzz_target!(|data: &[u8]| {
             &harness.policy,
             &Peer::Unauthenticated,
         );
-        assert!(found.is_empty(), "forwarded outside the allowlist: {found:?}");
+        assert!(
+            found.is_empty(),
+            "forwarded outside the allowlist: {found:?}"
+        );
     });
 });
