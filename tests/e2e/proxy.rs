@@ -135,6 +135,8 @@ fn start_proxy(pki: &Pki, app: SocketAddr) -> (Guard, SocketAddr) {
     command
         .args([
             "proxy",
+            "--admin",
+            "127.0.0.1:0",
             "--inbound",
             "127.0.0.1:0",
             "--drain",
@@ -286,10 +288,16 @@ fn proxy_refuses_to_start_with_a_bad_policy() {
     let output = run(
         {
             let mut c = palisade();
-            c.args(["proxy", "--inbound", "127.0.0.1:0", "--identity-dir"])
-                .arg(&pki.server)
-                .arg("--policy")
-                .arg(&bad);
+            c.args([
+                "proxy",
+                "--no-admin",
+                "--inbound",
+                "127.0.0.1:0",
+                "--identity-dir",
+            ])
+            .arg(&pki.server)
+            .arg("--policy")
+            .arg(&bad);
             c
         },
         Duration::from_secs(20),

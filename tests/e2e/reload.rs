@@ -57,6 +57,8 @@ fn proxy_reloads_a_changed_policy_and_on_sighup() {
     command
         .args([
             "proxy",
+            "--admin",
+            "127.0.0.1:0",
             "--inbound",
             "127.0.0.1:0",
             "--workers",
