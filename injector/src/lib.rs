@@ -1,3 +1,10 @@
 //! palisade's mutating admission webhook: turns a pod into a JSONPatch that adds the proxy and
-//! its init step. (Issue 9; not built yet.)
+//! its init step (`patch`), wrapped in AdmissionReview v1 (`review`), served over HTTPS
+//! (`server`).
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod patch;
+
+pub use config::{InjectConfig, ProxyResources, SidecarMode};
+pub use patch::{PatchError, patch};

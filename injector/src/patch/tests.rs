@@ -1,0 +1,280 @@
+//! Table tests for `patch`: pod fixtures in, the patched pod checked field by field.
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+use super::*;
+
+fn pod(value: Value) -> Pod {
+    serde_json::from_value(value).expect("fixture is a pod")
+}
+
+fn app(extra: Value) -> Value {
+    let mut c = json!({ "name": "app", "image": "app:1", "ports": [{ "name": "http", "containerPort": 8080 }] });
+    if let (Some(c), Value::Object(extra)) = (c.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    c
+}
+
+/// Applies the patch to the pod's JSON, as the API server does.
+fn patched(value: Value, config: &InjectConfig) -> Option<Value> {
+    let p = patch(&pod(value.clone()), config).expect("patchable")?;
+    let mut doc = value;
+    json_patch::patch(&mut doc, &p).expect("patch applies");
+    Some(doc)
+}
+
+fn init_args(pod: &Value) -> Vec<String> {
+    serde_json::from_value(pod["spec"]["initContainers"][0]["args"].clone()).expect("args")
+}
+
+#[test]
+fn bare_pod_gets_init_native_sidecar_volumes_and_status() {
+    let out = patched(
+        json!({ "metadata": { "name": "p" }, "spec": { "containers": [app(json!({}))] } }),
+        &InjectConfig::default(),
+    )
+    .expect("patched");
+    let inits = out["spec"]["initContainers"].as_array().expect("array");
+    assert_eq!(inits.len(), 2);
+    assert_eq!(inits[0]["name"], INIT_CONTAINER);
+    assert_eq!(
+        inits[0]["securityContext"]["capabilities"]["add"],
+        json!(["NET_ADMIN", "NET_RAW"])
+    );
+    assert_eq!(
+        inits[0]["securityContext"]["capabilities"]["drop"],
+        json!(["ALL"])
+    );
+    assert_eq!(inits[1]["name"], PROXY_CONTAINER);
+    assert_eq!(inits[1]["restartPolicy"], "Always");
+    assert_eq!(inits[1]["securityContext"]["runAsUser"], 1337);
+    assert_eq!(inits[1]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(inits[1]["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        inits[1]["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        inits[1]["readinessProbe"]["httpGet"],
+        json!({ "path": "/ready", "port": 15020 })
+    );
+    assert_eq!(
+        inits[1]["livenessProbe"]["httpGet"],
+        json!({ "path": "/live", "port": 15020 })
+    );
+    assert_eq!(
+        inits[1]["resources"],
+        json!({ "requests": { "cpu": "100m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } })
+    );
+    assert_eq!(out["spec"]["containers"].as_array().map(Vec::len), Some(1));
+    let volumes = out["spec"]["volumes"].as_array().expect("volumes");
+    assert_eq!(volumes[0]["csi"]["driver"], "spiffe.csi.cert-manager.io");
+    assert_eq!(volumes[0]["csi"]["readOnly"], true);
+    assert_eq!(volumes[1]["configMap"]["name"], "palisade-policy");
+    assert_eq!(
+        out["metadata"]["annotations"][ANNOTATION_STATUS],
+        "injected"
+    );
+    assert_eq!(
+        init_args(&out),
+        [
+            "init",
+            "--inbound-port=15006",
+            "--outbound-port=15001",
+            "--admin-port=15020",
+            "--proxy-uid=1337"
+        ]
+    );
+}
+
+#[test]
+fn existing_init_containers_and_volumes_are_kept_after_ours() {
+    let out = patched(
+        json!({ "metadata": { "annotations": { "a/b~c": "x" } }, "spec": {
+            "initContainers": [{ "name": "migrate", "image": "m:1" }],
+            "containers": [app(json!({})), { "name": "log", "image": "l:1" }],
+            "volumes": [{ "name": "data", "emptyDir": {} }] } }),
+        &InjectConfig::default(),
+    )
+    .expect("patched");
+    let names: Vec<&str> = out["spec"]["initContainers"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, [INIT_CONTAINER, PROXY_CONTAINER, "migrate"]);
+    let volumes: Vec<&str> = out["spec"]["volumes"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(volumes, ["data", IDENTITY_VOLUME, POLICY_VOLUME]);
+    assert_eq!(out["metadata"]["annotations"]["a/b~c"], "x");
+    assert_eq!(
+        out["metadata"]["annotations"][ANNOTATION_STATUS],
+        "injected"
+    );
+}
+
+#[test]
+fn annotation_key_is_escaped_in_the_pointer() {
+    let p = patch(&pod(json!({ "metadata": { "annotations": {} }, "spec": { "containers": [app(json!({}))] } })), &InjectConfig::default())
+        .expect("ok")
+        .expect("some");
+    let paths: Vec<String> = serde_json::to_value(&p)
+        .expect("json")
+        .as_array()
+        .expect("ops")
+        .iter()
+        .filter_map(|op| op["path"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        paths.contains(&"/metadata/annotations/palisade.dev~1status".to_owned()),
+        "{paths:?}"
+    );
+}
+
+#[test]
+fn exclusions_and_probe_ports_reach_init() {
+    let out = patched(
+        json!({ "metadata": { "annotations": {
+                ANNOTATION_EXCLUDE_INBOUND_PORTS: " 22, 9000",
+                ANNOTATION_EXCLUDE_OUTBOUND_PORTS: "5432",
+                ANNOTATION_EXCLUDE_OUTBOUND_CIDRS: "169.254.169.254/32,fd00::/8" } },
+            "spec": { "containers": [app(json!({
+                "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" } },
+                "livenessProbe": { "tcpSocket": { "port": 9090 } },
+                "startupProbe": { "exec": { "command": ["true"] } } }))] } }),
+        &InjectConfig::default(),
+    )
+    .expect("patched");
+    let args = init_args(&out);
+    assert!(
+        args.contains(&"--exclude-inbound-ports=22,8080,9000,9090".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--exclude-outbound-ports=5432".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--exclude-outbound-cidrs=169.254.169.254/32,fd00::/8".to_owned()),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn resources_and_policy_are_overridable_per_pod() {
+    let out = patched(
+        json!({ "metadata": { "annotations": {
+                ANNOTATION_PROXY_CPU: "250m", ANNOTATION_PROXY_MEMORY: "128Mi",
+                ANNOTATION_PROXY_CPU_LIMIT: "1", ANNOTATION_PROXY_MEMORY_LIMIT: "1Gi",
+                ANNOTATION_POLICY: "orders-policy" } },
+            "spec": { "containers": [app(json!({}))] } }),
+        &InjectConfig::default(),
+    )
+    .expect("patched");
+    assert_eq!(
+        out["spec"]["initContainers"][1]["resources"],
+        json!({ "requests": { "cpu": "250m", "memory": "128Mi" }, "limits": { "cpu": "1", "memory": "1Gi" } })
+    );
+    assert_eq!(
+        out["spec"]["volumes"][1]["configMap"]["name"],
+        "orders-policy"
+    );
+}
+
+#[test]
+fn classic_mode_appends_a_container() {
+    let config = InjectConfig {
+        sidecar: SidecarMode::Classic,
+        ..InjectConfig::default()
+    };
+    let out = patched(
+        json!({ "metadata": {}, "spec": { "containers": [app(json!({}))] } }),
+        &config,
+    )
+    .expect("patched");
+    assert_eq!(
+        out["spec"]["initContainers"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(out["spec"]["containers"][1]["name"], PROXY_CONTAINER);
+    assert!(out["spec"]["containers"][1].get("restartPolicy").is_none());
+}
+
+#[test]
+fn leaves_alone_opted_out_host_network_and_injected_pods() {
+    let config = InjectConfig::default();
+    let cases = [
+        (
+            "opted out",
+            json!({ "metadata": { "annotations": { ANNOTATION_INJECT: "false" } }, "spec": { "containers": [app(json!({}))] } }),
+        ),
+        (
+            "host network",
+            json!({ "metadata": {}, "spec": { "hostNetwork": true, "containers": [app(json!({}))] } }),
+        ),
+        (
+            "injected",
+            json!({ "metadata": {}, "spec": { "initContainers": [{ "name": PROXY_CONTAINER }], "containers": [app(json!({}))] } }),
+        ),
+    ];
+    for (name, fixture) in cases {
+        assert_eq!(patch(&pod(fixture), &config), Ok(None), "{name}");
+    }
+}
+
+#[test]
+fn second_pass_is_a_no_op() {
+    let config = InjectConfig::default();
+    let out = patched(
+        json!({ "metadata": {}, "spec": { "containers": [app(json!({}))] } }),
+        &config,
+    )
+    .expect("patched");
+    assert_eq!(patch(&pod(out), &config), Ok(None));
+}
+
+#[test]
+fn refuses_what_it_cannot_honour() {
+    let config = InjectConfig::default();
+    let with = |key: &str, value: &str| json!({ "metadata": { "annotations": { key: value } }, "spec": { "containers": [app(json!({}))] } });
+    let cases = [
+        (
+            "bad port",
+            with(ANNOTATION_EXCLUDE_INBOUND_PORTS, "80,http"),
+        ),
+        ("port 0", with(ANNOTATION_EXCLUDE_OUTBOUND_PORTS, "0")),
+        (
+            "port too big",
+            with(ANNOTATION_EXCLUDE_OUTBOUND_PORTS, "65536"),
+        ),
+        (
+            "bad cidr",
+            with(ANNOTATION_EXCLUDE_OUTBOUND_CIDRS, "10.0.0.0/33"),
+        ),
+        (
+            "cidr without length",
+            with(ANNOTATION_EXCLUDE_OUTBOUND_CIDRS, "10.0.0.1"),
+        ),
+        ("bad quantity", with(ANNOTATION_PROXY_MEMORY, "lots")),
+        ("bad policy name", with(ANNOTATION_POLICY, "../etc")),
+        (
+            "unknown probe port",
+            json!({ "metadata": {}, "spec": { "containers": [app(json!({ "readinessProbe": { "httpGet": { "port": "admin" } } }))] } }),
+        ),
+        (
+            "volume clash",
+            json!({ "metadata": {}, "spec": { "containers": [app(json!({}))], "volumes": [{ "name": IDENTITY_VOLUME, "emptyDir": {} }] } }),
+        ),
+        ("no spec", json!({ "metadata": { "name": "x" } })),
+    ];
+    for (name, fixture) in cases {
+        assert!(patch(&pod(fixture), &config).is_err(), "{name}");
+    }
+}
