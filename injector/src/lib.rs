@@ -5,6 +5,8 @@
 
 pub mod config;
 pub mod patch;
+pub mod review;
 
 pub use config::{InjectConfig, ProxyResources, SidecarMode};
 pub use patch::{PatchError, patch};
+pub use review::{ReviewError, review};
