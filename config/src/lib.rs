@@ -19,6 +19,7 @@
 //! - [`check`]: runs the `tests:` expectations of each document.
 #![forbid(unsafe_code)]
 
+pub mod authoring;
 pub mod check;
 pub mod compile;
 pub mod document;
