@@ -31,6 +31,8 @@ enum Command {
     Proxy(cmd::proxy::Args),
     /// Install the pod's iptables rules: inbound TCP to palisade, the app's outbound TCP too.
     Init(cmd::init::Args),
+    /// Run the mutating admission webhook that adds palisade to new pods (deploy/README.md).
+    Inject(cmd::inject::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Init(args) => cmd::init::run(args),
+        Command::Inject(args) => cmd::inject::run(args),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,9 @@
 pub mod config;
 pub mod patch;
 pub mod review;
+pub mod server;
 
 pub use config::{InjectConfig, ProxyResources, SidecarMode};
 pub use patch::{PatchError, patch};
 pub use review::{ReviewError, review};
+pub use server::{ServerConfig, ServerError, serve};

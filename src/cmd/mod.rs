@@ -4,5 +4,6 @@ pub(crate) mod check;
 pub(crate) mod demo;
 pub(crate) mod explain;
 pub(crate) mod init;
+pub(crate) mod inject;
 pub(crate) mod outbound_args;
 pub(crate) mod proxy;
