@@ -33,6 +33,12 @@ enum Command {
     Init(cmd::init::Args),
     /// Run the mutating admission webhook that adds palisade to new pods (deploy/README.md).
     Inject(cmd::inject::Args),
+    /// Propose a policy from the proxy's access log (or list what the current policy would deny).
+    Learn(cmd::learn::Args),
+    /// Propose a policy from an API description (`palisade import openapi SPEC`).
+    Import(cmd::import::Args),
+    /// What a policy change newly allows and no longer allows (exit 0 same, 1 narrows, 2 widens).
+    Diff(cmd::diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,9 @@ fn main() -> ExitCode {
         Command::Proxy(args) => cmd::proxy::run(args),
         Command::Init(args) => cmd::init::run(args),
         Command::Inject(args) => cmd::inject::run(args),
+        Command::Learn(args) => cmd::learn::run(args),
+        Command::Import(args) => cmd::import::run(args),
+        Command::Diff(args) => cmd::diff::run(args),
     };
     match result {
         Ok(code) => code,

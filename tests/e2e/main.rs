@@ -2,6 +2,7 @@
 //! user or CI does and asserts on its output, exit status and what reaches a real app.
 
 mod adversarial;
+mod authoring;
 mod cli;
 mod demo;
 mod init;
