@@ -284,3 +284,6 @@ fn field(file: &str, at: &str, message: &str) -> ImportError {
         message: message.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests;
