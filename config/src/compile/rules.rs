@@ -48,8 +48,9 @@ pub(crate) fn validate<'d>(
     diagnostics: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Vec<CompiledRule<'d>> {
-    let mut seen: HashMap<&str, &Origin> = HashMap::new();
-    let mut rules = Vec::with_capacity(documents.iter().map(|d| d.spec.rules.len()).sum());
+    let count = documents.iter().map(|d| d.spec.rules.len()).sum();
+    let mut seen: HashMap<&str, &Origin> = HashMap::with_capacity(count);
+    let mut rules = Vec::with_capacity(count);
     for rule in documents.iter().flat_map(|d| &d.spec.rules) {
         let name = &rule.name;
         if let Some(first) = seen.get(name.value.as_str()) {
