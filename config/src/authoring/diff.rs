@@ -72,9 +72,10 @@ pub struct PolicyDiff {
 /// # Security
 ///
 /// The probes are derived from the rules of both sides, so every rule that was added, removed
-/// or changed is exercised with at least one request per (sample peer, method, template). A
-/// change that only matters for paths no template mentions (impossible: unmatched paths are
-/// denied by both) or for peers outside every principal pattern cannot widen access.
+/// or changed is exercised with at least one request per (sample peer, method, template).
+/// Probes are examples, not a proof: a change visible only on a path no template spells out
+/// (e.g. `/a/b/c` between partly overlapping `/a/{x}/c` and `/a/b/{y}`) or only for a peer no
+/// principal pattern names exactly is not guaranteed to be reported.
 pub fn diff(old: &Policy, new: &Policy, probes: &Probes) -> PolicyDiff {
     let mut result = PolicyDiff::default();
     for peer_text in &probes.peers {
