@@ -6,6 +6,7 @@ mod authoring;
 mod cli;
 mod demo;
 mod init;
+mod inject;
 mod mesh;
 mod proxy;
 mod reload;
