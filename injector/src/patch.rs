@@ -284,6 +284,7 @@ fn proxy_container(config: &InjectConfig, resources: Value) -> Value {
             format!("--identity-dir={IDENTITY_DIR}"),
             format!("--inbound=0.0.0.0:{}", config.inbound_port),
             format!("--admin=0.0.0.0:{}", config.admin_port),
+            format!("--outbound-listen=0.0.0.0:{}", config.outbound_port),
         ],
         "ports": [{ "name": "palisade-admin", "containerPort": config.admin_port, "protocol": "TCP" }],
         "volumeMounts": [

@@ -49,6 +49,17 @@ fn bare_pod_gets_init_native_sidecar_volumes_and_status() {
     );
     assert_eq!(inits[1]["name"], PROXY_CONTAINER);
     assert_eq!(inits[1]["restartPolicy"], "Always");
+    assert_eq!(
+        inits[1]["args"],
+        json!([
+            "proxy",
+            "--policy=/etc/palisade/policy",
+            "--identity-dir=/var/run/palisade/identity",
+            "--inbound=0.0.0.0:15006",
+            "--admin=0.0.0.0:15020",
+            "--outbound-listen=0.0.0.0:15001"
+        ])
+    );
     assert_eq!(inits[1]["securityContext"]["runAsUser"], 1337);
     assert_eq!(inits[1]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(inits[1]["securityContext"]["readOnlyRootFilesystem"], true);
