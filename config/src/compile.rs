@@ -366,7 +366,9 @@ impl Fnv {
     }
 }
 
-fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+/// The policy files of a directory as [`Policy::load`](crate::Policy::load) reads them: the
+/// `*.yaml` / `*.yml` regular files directly inside `dir` (not recursive), sorted by path.
+pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();

@@ -30,7 +30,7 @@ pub mod spiffe;
 pub mod template;
 
 pub use check::{Expect, TestCase, TestFailure, run_tests};
-pub use compile::{LoadOptions, Loaded, compile};
+pub use compile::{LoadOptions, Loaded, compile, policy_files};
 pub use location::{Diagnostic, LoadError, Severity};
 pub use normalize::{NormalizeError, NormalizedPath, RequestTarget, normalize};
 pub use policy::{Decision, Denial, Mode, MtlsMode, Peer, Permit, Policy};

@@ -5,12 +5,12 @@
 //! the proxy loads a mounted ConfigMap (so cross-document conflicts show up).
 //! Exit status: 0 valid (warnings allowed), 1 invalid or a failing expectation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use palisade_config::check::run_tests;
-use palisade_config::{Diagnostic, LoadOptions, Policy, Severity};
+use palisade_config::{Diagnostic, LoadOptions, Policy, Severity, policy_files};
 use serde::Serialize;
 
 /// Arguments of `palisade check`.
@@ -72,7 +72,9 @@ fn policy_sets(paths: &[PathBuf], together: bool) -> Result<Vec<Vec<PathBuf>>> {
     let mut sets = Vec::new();
     for path in paths {
         if path.is_dir() {
-            for file in policy_files(path)? {
+            let files =
+                policy_files(path).with_context(|| format!("reading {}", path.display()))?;
+            for file in files {
                 sets.push(vec![file]);
             }
         } else {
@@ -80,23 +82,6 @@ fn policy_sets(paths: &[PathBuf], together: bool) -> Result<Vec<Vec<PathBuf>>> {
         }
     }
     Ok(sets)
-}
-
-/// The `*.yaml` / `*.yml` files directly inside `dir`, sorted.
-fn policy_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        let is_yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        );
-        if is_yaml && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 fn check_set(set: &[PathBuf], options: &LoadOptions) -> Report {

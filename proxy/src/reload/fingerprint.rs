@@ -28,7 +28,7 @@ impl Fingerprint {
         let mut hash = Fnv::new();
         for path in paths {
             if path.is_dir() {
-                match yaml_files(path) {
+                match palisade_config::policy_files(path) {
                     Ok(files) => {
                         for file in files {
                             hash.file(&file);
@@ -88,23 +88,6 @@ impl Fnv {
     pub(crate) fn short_hex(self) -> String {
         format!("{:016x}", self.0)[..12].to_owned()
     }
-}
-
-/// The `*.yaml` / `*.yml` entries of `dir`, sorted, not recursive (as `Policy::load` reads).
-fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let is_yaml = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e == "yaml" || e == "yml");
-        if is_yaml && path.is_file() {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 #[cfg(test)]
