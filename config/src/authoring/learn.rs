@@ -230,10 +230,16 @@ impl Learner {
             return out;
         }
         out.push_str("  rules:\n");
+        // All peers' templates share one trie: where any peer's tree ends in `{*rest}`, no
+        // peer may keep a `{param}` at that segment (the two cannot start at the same one).
+        let mut catch_alls = BTreeSet::new();
+        for root in self.peers.values() {
+            catch_all_prefixes(root, &mut String::new(), 0, &mut catch_alls);
+        }
         let mut taken = BTreeSet::new();
         for (peer, root) in &self.peers {
             let mut routes = Vec::new();
-            collect(root, &mut String::new(), 0, &mut routes);
+            collect(root, &mut String::new(), 0, &catch_alls, &mut routes);
             if routes.is_empty() {
                 continue;
             }
@@ -400,8 +406,15 @@ fn fold(node: &Node, into: &mut BTreeMap<String, Stats>) {
 
 type Route = (String, BTreeMap<String, Stats>);
 
-/// Walks the tree and lists each template with its calls per method.
-fn collect(node: &Node, prefix: &mut String, params: usize, out: &mut Vec<Route>) {
+/// Walks the tree and lists each template with its calls per method. `catch_alls` are the
+/// prefixes where some peer's tree has `{*rest}`: a `{param}` there is folded into it.
+fn collect(
+    node: &Node,
+    prefix: &mut String,
+    params: usize,
+    catch_alls: &BTreeSet<String>,
+    out: &mut Vec<Route>,
+) {
     if !node.methods.is_empty() {
         let template = if prefix.is_empty() {
             "/".to_owned()
@@ -411,7 +424,8 @@ fn collect(node: &Node, prefix: &mut String, params: usize, out: &mut Vec<Route>
         out.push((template, node.methods.clone()));
     }
     let len = prefix.len();
-    if !node.rest.is_empty() {
+    let fold_param = node.param.is_some() && catch_alls.contains(prefix.as_str());
+    if !node.rest.is_empty() || fold_param {
         // `{*rest}` and `{param}` cannot start at the same segment: the catch-all takes all.
         let mut merged = node.rest.clone();
         if let Some(param) = node.param.as_deref() {
@@ -424,21 +438,48 @@ fn collect(node: &Node, prefix: &mut String, params: usize, out: &mut Vec<Route>
     for (segment, child) in &node.literals {
         prefix.push('/');
         prefix.push_str(segment);
-        collect(child, prefix, params, out);
+        collect(child, prefix, params, catch_alls, out);
+        prefix.truncate(len);
+    }
+    if let Some(param) = node.param.as_deref()
+        && node.rest.is_empty()
+        && !fold_param
+    {
+        prefix.push('/');
+        prefix.push_str(&param_name(params));
+        collect(param, prefix, params + 1, catch_alls, out);
+        prefix.truncate(len);
+    }
+}
+
+/// Every prefix (as `collect` spells it) under which `node`'s tree has a `{*rest}`.
+fn catch_all_prefixes(node: &Node, prefix: &mut String, params: usize, out: &mut BTreeSet<String>) {
+    let len = prefix.len();
+    if !node.rest.is_empty() {
+        out.insert(prefix.clone());
+    }
+    for (segment, child) in &node.literals {
+        prefix.push('/');
+        prefix.push_str(segment);
+        catch_all_prefixes(child, prefix, params, out);
         prefix.truncate(len);
     }
     if let Some(param) = node.param.as_deref()
         && node.rest.is_empty()
     {
-        let name = if params == 0 {
-            "{id}".to_owned()
-        } else {
-            format!("{{id{}}}", params + 1)
-        };
         prefix.push('/');
-        prefix.push_str(&name);
-        collect(param, prefix, params + 1, out);
+        prefix.push_str(&param_name(params));
+        catch_all_prefixes(param, prefix, params + 1, out);
         prefix.truncate(len);
+    }
+}
+
+/// The name of the `params`-th parameter on a path: `{id}`, `{id2}`, `{id3}`…
+fn param_name(params: usize) -> String {
+    if params == 0 {
+        "{id}".to_owned()
+    } else {
+        format!("{{id{}}}", params + 1)
     }
 }
 

@@ -158,3 +158,57 @@ fn deep_paths_fold_into_a_catch_all() {
     let yaml = learner.propose();
     assert!(yaml.contains("paths: [\"/files/a/b/{*rest}\"]"), "{yaml}");
 }
+
+/// Whatever the caps fold (`{*rest}` beside `{id}` and literals, collapsed children, deep
+/// paths), the proposal must load: a learner never proposes conflicting templates.
+#[test]
+fn proposals_under_tight_caps_always_load() {
+    let words = ["items", "orders", "users", "a", "b", "detail", "v1", "v2"];
+    let mut seed = 0x9e37_79b9_u32;
+    let mut next = move || {
+        // xorshift: a fixed, reproducible stream of mixed paths.
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for (max_children, max_depth, max_nodes) in [
+        (2, 2, 8),
+        (3, 4, 12),
+        (1, 3, 5),
+        (4, 6, 30),
+        (2, 3, 20),
+        (3, 2, 6),
+    ] {
+        let options = LearnOptions {
+            max_children,
+            max_depth,
+            max_nodes,
+            ..LearnOptions::default()
+        };
+        let mut learner = Learner::new(options);
+        for _ in 0..2_000 {
+            let depth = 1 + next() % 7;
+            let mut path = String::new();
+            for _ in 0..depth {
+                let r = next();
+                path.push('/');
+                match r % 3 {
+                    0 => path.push_str(&(r % 10_000).to_string()),
+                    _ => path.push_str(words[(r as usize / 3) % words.len()]),
+                }
+            }
+            let method = ["GET", "POST", "DELETE"][(next() % 3) as usize];
+            let peer = [WEB, "spiffe://cluster.local/ns/b/sa/y"][(next() % 2) as usize];
+            learner.observe(&line(peer, method, &path, "t"));
+        }
+        let yaml = learner.propose();
+        let loaded =
+            crate::Policy::from_yaml("learned.yaml", &yaml, &crate::LoadOptions::default());
+        assert!(
+            loaded.is_ok(),
+            "caps ({max_children}, {max_depth}, {max_nodes}):\n{yaml}\n{:?}",
+            loaded.err()
+        );
+    }
+}
