@@ -1,5 +1,6 @@
-//! Injector settings: what `patch` puts into a pod (image, uid, ports, volumes, resources).
-//! Read once at start from `palisade inject --config` (YAML or JSON); every field has a default.
+//! Injector settings: what `patch` puts into a pod (image, uid, ports, volumes, resources,
+//! the proxy's mesh settings). Read once at start from `palisade inject --config` (JSON) and
+//! checked with [`InjectConfig::validate`]; every field has a default.
 
 use serde::Deserialize;
 
@@ -29,6 +30,44 @@ pub struct InjectConfig {
     pub default_policy_config_map: String,
     /// Proxy resources; each is overridable per pod by annotation.
     pub resources: ProxyResources,
+    /// Pod network ranges (`--mesh-cidr`): the app's outbound connections to these get mutual
+    /// TLS. Default none: outbound traffic follows `unmeshed`.
+    pub mesh_cidrs: Vec<String>,
+    /// Peer trust domains the proxy accepts (`--trust-domain`). Default none: the proxy's own.
+    pub trust_domains: Vec<String>,
+    /// What the proxy does with outbound connections outside `meshCidrs` (`--unmeshed`).
+    /// Default pass-through.
+    pub unmeshed: Unmeshed,
+    /// Whether pods have IPv6: listeners on `[::]` (dual-stack) and ip6tables rules. `false`
+    /// binds `0.0.0.0` and passes `--no-ipv6` to `palisade init`. Default true.
+    pub ipv6: bool,
+}
+
+/// `--unmeshed` of the injected proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Unmeshed {
+    /// Connect in plaintext, as without palisade.
+    #[default]
+    PassThrough,
+    /// Close the connection.
+    Refuse,
+}
+
+/// Why an injector config is refused at start.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A `meshCidrs` entry is not a CIDR `palisade proxy` accepts.
+    #[error("meshCidrs: {0:?} is not a CIDR such as 10.244.0.0/16 (no host bits)")]
+    MeshCidr(String),
+    /// A `trustDomains` entry is not a SPIFFE trust domain.
+    #[error(
+        "trustDomains: {0:?} is not a trust domain (lower-case letters, digits, '.', '-', '_')"
+    )]
+    TrustDomain(String),
+    /// Two of the proxy's ports are equal.
+    #[error("inboundPort, outboundPort and adminPort must differ and not be 0")]
+    Ports,
 }
 
 /// How the proxy container is attached to the pod.
@@ -72,7 +111,44 @@ impl Default for InjectConfig {
             identity_csi_driver: "spiffe.csi.cert-manager.io".to_owned(),
             default_policy_config_map: "palisade-policy".to_owned(),
             resources: ProxyResources::default(),
+            mesh_cidrs: Vec::new(),
+            trust_domains: Vec::new(),
+            unmeshed: Unmeshed::PassThrough,
+            ipv6: true,
         }
+    }
+}
+
+impl InjectConfig {
+    /// Checks what `palisade init` and `palisade proxy` would refuse, so that a bad config
+    /// stops the injector rather than every injected pod.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let ports = [self.inbound_port, self.outbound_port, self.admin_port];
+        if ports.contains(&0)
+            || ports[0] == ports[1]
+            || ports[0] == ports[2]
+            || ports[1] == ports[2]
+        {
+            return Err(ConfigError::Ports);
+        }
+        if let Some(bad) = self
+            .mesh_cidrs
+            .iter()
+            .find(|c| crate::patch::cidr(c).is_none())
+        {
+            return Err(ConfigError::MeshCidr(bad.clone()));
+        }
+        let is_trust_domain = |d: &str| {
+            !d.is_empty()
+                && d.len() <= 255
+                && d.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+                })
+        };
+        if let Some(bad) = self.trust_domains.iter().find(|d| !is_trust_domain(d)) {
+            return Err(ConfigError::TrustDomain(bad.clone()));
+        }
+        Ok(())
     }
 }
 

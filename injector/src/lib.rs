@@ -8,7 +8,7 @@ pub mod patch;
 pub mod review;
 pub mod server;
 
-pub use config::{InjectConfig, ProxyResources, SidecarMode};
-pub use patch::{PatchError, patch};
+pub use config::{ConfigError, InjectConfig, ProxyResources, SidecarMode, Unmeshed};
+pub use patch::{PatchError, patch, proxy_args};
 pub use review::{ReviewError, review};
 pub use server::{ServerConfig, ServerError, serve};

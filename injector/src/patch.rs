@@ -4,22 +4,24 @@
 //!
 //! # Probes
 //! The kubelet probes the pod IP without a client certificate, so under strict mTLS an app's
-//! own HTTP/TCP/gRPC probe would be refused by the proxy. The ports the app's probes target
-//! are therefore added to `--exclude-inbound-ports`: the kubelet reaches the app directly.
-//! # Security
-//! An excluded port is not protected by the mesh for any client. Serve probes on a dedicated
-//! port (not the API port) so that excluding it exposes only the health endpoint.
+//! own probe would be refused by the proxy. Rather than exclude the probed ports from
+//! redirection (which would open them to every client without mTLS), the app's probes are
+//! rewritten to the proxy's admin port, which makes the original check on loopback: see
+//! [`probes`].
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use json_patch::{AddOperation, Patch, PatchOperation};
 use jsonptr::PointerBuf;
-use k8s_openapi::api::core::v1::{Container, Pod, Probe};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde_json::{Value, json};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Map, Value, json};
 
-use crate::config::{InjectConfig, SidecarMode};
+use crate::config::{InjectConfig, SidecarMode, Unmeshed};
+
+pub mod probes;
+
+pub use probes::{APP_HEALTH_PREFIX, APP_PROBES_ENV};
 
 /// Pod annotation: `"false"` leaves the pod alone.
 pub const ANNOTATION_INJECT: &str = "palisade.dev/inject";
@@ -31,6 +33,9 @@ pub const ANNOTATION_EXCLUDE_INBOUND_PORTS: &str = "palisade.dev/exclude-inbound
 pub const ANNOTATION_EXCLUDE_OUTBOUND_PORTS: &str = "palisade.dev/exclude-outbound-ports";
 /// Pod annotation: comma-separated outbound destination CIDRs not redirected.
 pub const ANNOTATION_EXCLUDE_OUTBOUND_CIDRS: &str = "palisade.dev/exclude-outbound-cidrs";
+/// Pod annotation: comma-separated app ports that speak h2c (HTTP/2 without TLS, e.g. gRPC);
+/// the proxy forwards to them over HTTP/2.
+pub const ANNOTATION_H2C_PORTS: &str = "palisade.dev/h2c-ports";
 /// Pod annotation: proxy CPU request.
 pub const ANNOTATION_PROXY_CPU: &str = "palisade.dev/proxy-cpu";
 /// Pod annotation: proxy memory request.
@@ -78,6 +83,14 @@ pub enum PatchError {
         container: String,
         /// The named port.
         port: String,
+    },
+    /// A probe's port is not 1-65535.
+    #[error("container {container}: probe port {port} is not a port (1-65535)")]
+    ProbePortOutOfRange {
+        /// The container.
+        container: String,
+        /// The port.
+        port: i32,
     },
     /// The pod already uses a name the injector needs.
     #[error("pod already has a {what} named {name:?}")]
@@ -128,13 +141,13 @@ pub fn patch(pod: &Pod, config: &InjectConfig) -> Result<Option<Patch>, PatchErr
         }
     }
 
-    let mut inbound = parse_ports(
+    let inbound = parse_ports(
         ANNOTATION_EXCLUDE_INBOUND_PORTS,
         annotation(ANNOTATION_EXCLUDE_INBOUND_PORTS),
     )?;
-    for container in &spec.containers {
-        inbound.extend(probe_ports(container)?);
-    }
+    let mut h2c = parse_ports(ANNOTATION_H2C_PORTS, annotation(ANNOTATION_H2C_PORTS))?;
+    let probes = probes::rewrite(spec, config.admin_port)?;
+    h2c.extend(&probes.grpc_ports);
     let outbound = parse_ports(
         ANNOTATION_EXCLUDE_OUTBOUND_PORTS,
         annotation(ANNOTATION_EXCLUDE_OUTBOUND_PORTS),
@@ -154,8 +167,10 @@ pub fn patch(pod: &Pod, config: &InjectConfig) -> Result<Option<Patch>, PatchErr
     };
 
     let init = init_container(config, &inbound, &outbound, &cidrs);
-    let proxy = proxy_container(config, resources);
-    let mut ops = Vec::new();
+    let proxy = proxy_container(config, resources, &h2c, &probes.probes);
+    // The probe replacements come first: they address containers by their index in the pod
+    // as received, before our init containers are inserted.
+    let mut ops = probes.ops;
     let (first, sidecar) = match config.sidecar {
         SidecarMode::Native => (vec![init, proxy], None),
         SidecarMode::Classic => (vec![init], Some(proxy)),
@@ -235,6 +250,9 @@ fn init_container(
         format!("--admin-port={}", config.admin_port),
         format!("--proxy-uid={}", config.proxy_uid),
     ];
+    if !config.ipv6 {
+        args.push("--no-ipv6".to_owned());
+    }
     if !inbound.is_empty() {
         args.push(format!("--exclude-inbound-ports={}", join(inbound)));
     }
@@ -266,7 +284,49 @@ fn init_container(
     })
 }
 
-fn proxy_container(config: &InjectConfig, resources: Value) -> Value {
+/// The `palisade proxy` arguments (without the leading `proxy`): listeners on every address
+/// of the pod at the ports `palisade init` redirects to, the mounted policy and identity, and
+/// the mesh settings of the injector's config.
+pub fn proxy_args(config: &InjectConfig, h2c_ports: &BTreeSet<u16>) -> Vec<String> {
+    // `[::]` is dual-stack (IPv4 clients arrive IPv4-mapped); `init` redirects both families.
+    let any = if config.ipv6 { "[::]" } else { "0.0.0.0" };
+    let mut args = vec![
+        format!("--policy={POLICY_DIR}"),
+        format!("--identity-dir={IDENTITY_DIR}"),
+        format!("--inbound={any}:{}", config.inbound_port),
+        format!("--admin={any}:{}", config.admin_port),
+        format!("--outbound-listen={any}:{}", config.outbound_port),
+        format!(
+            "--unmeshed={}",
+            match config.unmeshed {
+                Unmeshed::PassThrough => "pass-through",
+                Unmeshed::Refuse => "refuse",
+            }
+        ),
+    ];
+    if !config.mesh_cidrs.is_empty() {
+        args.push(format!("--mesh-cidr={}", config.mesh_cidrs.join(",")));
+    }
+    args.extend(
+        config
+            .trust_domains
+            .iter()
+            .map(|domain| format!("--trust-domain={domain}")),
+    );
+    args.extend(
+        h2c_ports
+            .iter()
+            .map(|port| format!("--h2c-app-port={port}")),
+    );
+    args
+}
+
+fn proxy_container(
+    config: &InjectConfig,
+    resources: Value,
+    h2c_ports: &BTreeSet<u16>,
+    app_probes: &Map<String, Value>,
+) -> Value {
     let probe = |path: &str, failure: u32, period: u32| {
         json!({
             "httpGet": { "path": path, "port": config.admin_port },
@@ -278,14 +338,7 @@ fn proxy_container(config: &InjectConfig, resources: Value) -> Value {
         "name": PROXY_CONTAINER,
         "image": config.image,
         "imagePullPolicy": config.image_pull_policy,
-        "args": [
-            "proxy",
-            format!("--policy={POLICY_DIR}"),
-            format!("--identity-dir={IDENTITY_DIR}"),
-            format!("--inbound=0.0.0.0:{}", config.inbound_port),
-            format!("--admin=0.0.0.0:{}", config.admin_port),
-            format!("--outbound-listen=0.0.0.0:{}", config.outbound_port),
-        ],
+        "args": std::iter::once("proxy".to_owned()).chain(proxy_args(config, h2c_ports)).collect::<Vec<_>>(),
         "ports": [{ "name": "palisade-admin", "containerPort": config.admin_port, "protocol": "TCP" }],
         "volumeMounts": [
             { "name": IDENTITY_VOLUME, "mountPath": IDENTITY_DIR, "readOnly": true },
@@ -305,10 +358,17 @@ fn proxy_container(config: &InjectConfig, resources: Value) -> Value {
             "seccompProfile": { "type": "RuntimeDefault" },
         },
     });
-    if config.sidecar == SidecarMode::Native
-        && let Some(object) = proxy.as_object_mut()
-    {
-        object.insert("restartPolicy".to_owned(), json!("Always"));
+    if let Some(object) = proxy.as_object_mut() {
+        if config.sidecar == SidecarMode::Native {
+            object.insert("restartPolicy".to_owned(), json!("Always"));
+        }
+        if !app_probes.is_empty() {
+            let probes = Value::Object(app_probes.clone()).to_string();
+            object.insert(
+                "env".to_owned(),
+                json!([{ "name": APP_PROBES_ENV, "value": probes }]),
+            );
+        }
     }
     proxy
 }
@@ -354,49 +414,6 @@ fn resources(
     Ok(Value::Object(out))
 }
 
-/// The ports a container's HTTP, TCP and gRPC probes target (named ports resolved).
-fn probe_ports(container: &Container) -> Result<BTreeSet<u16>, PatchError> {
-    let probes: [&Option<Probe>; 3] = [
-        &container.liveness_probe,
-        &container.readiness_probe,
-        &container.startup_probe,
-    ];
-    let mut ports = BTreeSet::new();
-    for probe in probes.into_iter().flatten() {
-        let target = probe
-            .http_get
-            .as_ref()
-            .map(|h| &h.port)
-            .or(probe.tcp_socket.as_ref().map(|t| &t.port));
-        let port = match (target, &probe.grpc) {
-            (Some(IntOrString::Int(n)), _) => Some(*n),
-            (Some(IntOrString::String(name)), _) => Some(named_port(container, name)?),
-            (None, Some(grpc)) => Some(grpc.port),
-            (None, None) => None, // exec probes run inside the container
-        };
-        if let Some(port) = port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
-            ports.insert(port);
-        }
-    }
-    Ok(ports)
-}
-
-fn named_port(container: &Container, name: &str) -> Result<i32, PatchError> {
-    if let Ok(n) = name.parse::<i32>() {
-        return Ok(n);
-    }
-    container
-        .ports
-        .iter()
-        .flatten()
-        .find(|p| p.name.as_deref() == Some(name))
-        .map(|p| p.container_port)
-        .ok_or_else(|| PatchError::UnknownProbePort {
-            container: container.name.clone(),
-            port: name.to_owned(),
-        })
-}
-
 fn parse_ports(key: &'static str, value: Option<&str>) -> Result<BTreeSet<u16>, PatchError> {
     let mut ports = BTreeSet::new();
     for item in value
@@ -422,28 +439,43 @@ fn parse_ports(key: &'static str, value: Option<&str>) -> Result<BTreeSet<u16>, 
 }
 
 fn parse_cidrs(value: Option<&str>) -> Result<Vec<String>, PatchError> {
-    let invalid = || PatchError::InvalidAnnotation {
-        key: ANNOTATION_EXCLUDE_OUTBOUND_CIDRS,
-        value: value.unwrap_or_default().to_owned(),
-        reason: "expected comma-separated CIDRs such as 10.0.0.0/8",
-    };
-    let mut cidrs = Vec::new();
-    for item in value
+    value
         .unwrap_or_default()
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-    {
-        let (addr, len) = item.split_once('/').ok_or_else(invalid)?;
-        let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
-        let len: u8 = len.parse().map_err(|_| invalid())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if len > max {
-            return Err(invalid());
-        }
-        cidrs.push(format!("{addr}/{len}"));
+        .map(|item| {
+            cidr(item).ok_or_else(|| PatchError::InvalidAnnotation {
+                key: ANNOTATION_EXCLUDE_OUTBOUND_CIDRS,
+                value: value.unwrap_or_default().to_owned(),
+                reason: "expected comma-separated CIDRs such as 10.0.0.0/8 (no host bits)",
+            })
+        })
+        .collect()
+}
+
+/// `text` in the canonical form `palisade init` and `palisade proxy` accept (an address, `/`,
+/// a prefix length, no bits set past the prefix), or `None`.
+pub(crate) fn cidr(text: &str) -> Option<String> {
+    let (addr, len) = text.split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    Ok(cidrs)
+    let len: u32 = len.parse().ok()?;
+    let (bits, width) = match addr {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+        IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    if len > width {
+        return None;
+    }
+    let host_bits = if len == width {
+        0
+    } else {
+        bits & (u128::MAX >> (128 - width + len))
+    };
+    (host_bits == 0).then(|| format!("{addr}/{len}"))
 }
 
 /// A Kubernetes resource quantity: a decimal number then an optional suffix.

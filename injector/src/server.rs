@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -36,8 +36,9 @@ pub struct ServerConfig {
     pub key: PathBuf,
     /// How often the certificate files are checked for changes. Default 10 s.
     pub reload_interval: Duration,
-    /// Largest accepted request body. Default 1 MiB (a pod is far smaller; the API server's own
-    /// object limit is 1.5 MiB for the whole review).
+    /// Largest accepted request body. Default 2 MiB: above the largest pod the API server
+    /// stores (etcd's 1.5 MiB object limit) wrapped in its AdmissionReview. A bigger body is
+    /// answered 413 (after at most 4 times the limit more is read and dropped).
     pub max_body: usize,
     /// Time a client gets for its TLS handshake, and for sending a request body. Default 10 s
     /// (the API server's webhook timeout is at most 30 s).
@@ -106,7 +107,7 @@ impl ServerConfig {
             cert,
             key,
             reload_interval: Duration::from_secs(10),
-            max_body: 1024 * 1024,
+            max_body: 2 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             inject,
         }
@@ -244,10 +245,14 @@ async fn handle(
     if request.method() != Method::POST {
         return Ok(error_body(StatusCode::METHOD_NOT_ALLOWED, "only POST"));
     }
-    let body = Limited::new(request.into_body(), config.max_body);
-    let bytes = match tokio::time::timeout(config.request_timeout, body.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+    let bytes = match tokio::time::timeout(
+        config.request_timeout,
+        read_body(request.into_body(), config.max_body),
+    )
+    .await
+    {
+        Ok(Ok(Body::Complete(bytes))) => bytes,
+        Ok(Ok(Body::TooLarge)) => {
             return Ok(error_body(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request body too large",
@@ -278,6 +283,37 @@ async fn handle(
             tracing::warn!(error = %DisplayChain(&failure), "bad admission request");
             error_body(StatusCode::BAD_REQUEST, &DisplayChain(&failure).to_string())
         }
+    })
+}
+
+/// A request body read within the limit, or the news that it was over.
+enum Body {
+    Complete(Bytes),
+    TooLarge,
+}
+
+/// Reads at most `max` bytes. Past it, up to `DRAIN_FACTOR` times `max` more is read and
+/// dropped, so that a client still sending gets to read the 413 (an HTTP/2 stream reset
+/// while a client uploads makes it drop the answer; HTTP/1 closes the connection).
+async fn read_body(mut body: Incoming, max: usize) -> Result<Body, hyper::Error> {
+    const DRAIN_FACTOR: usize = 4;
+    let mut collected = BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue; // trailers
+        };
+        seen = seen.saturating_add(data.len());
+        if seen <= max {
+            collected.extend_from_slice(&data);
+        } else if seen > max.saturating_mul(DRAIN_FACTOR) {
+            return Ok(Body::TooLarge);
+        }
+    }
+    Ok(if seen <= max {
+        Body::Complete(collected.freeze())
+    } else {
+        Body::TooLarge
     })
 }
 

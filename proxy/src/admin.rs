@@ -10,6 +10,7 @@
 //! | `GET /ready` | 200 `ready` once serving; 503 before, and from the moment shutdown starts |
 //! | `GET /live` | 200 `live` while the process runs |
 //! | `GET /status` | JSON of what is in force: policy version and load time, identity and its expiry, the last reload errors — **loopback peers only** (403 otherwise) |
+//! | `GET /app-health/<container>/<livez\|readyz\|startupz>` | the app's own probe, checked on loopback ([`probe`]); only the configured paths, GET only |
 //!
 //! Anything else is 404; methods other than GET and HEAD are 405.
 //!
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -36,6 +37,10 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::reload::StatusHandle;
 use crate::telemetry::Telemetry;
+
+pub mod probe;
+
+pub use probe::{APP_PROBES_ENV, AppProbes, AppProbesError};
 
 /// Default admin listen address: every interface, port 15020.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
@@ -119,8 +124,18 @@ impl Readiness {
 // === impl Admin ===
 
 impl Admin {
-    /// Binds `config.listen` and serves on a new task. Must be called within a tokio runtime.
+    /// Binds `config.listen` and serves on a new task, with no app probes. Must be called
+    /// within a tokio runtime.
     pub async fn spawn(config: &AdminConfig, state: AdminState) -> Result<Admin, AdminError> {
+        Admin::spawn_with_probes(config, state, AppProbes::default()).await
+    }
+
+    /// Like [`Admin::spawn`], and answers the app's probes at their `/app-health/` paths.
+    pub async fn spawn_with_probes(
+        config: &AdminConfig,
+        state: AdminState,
+        probes: AppProbes,
+    ) -> Result<Admin, AdminError> {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| AdminError::Bind(e, config.listen))?;
@@ -128,7 +143,7 @@ impl Admin {
             .local_addr()
             .map_err(|e| AdminError::Bind(e, config.listen))?;
         let (shutdown, stop) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, Arc::new(state), stop));
+        let task = tokio::spawn(serve(listener, Arc::new(state), probes, stop));
         Ok(Admin {
             local_addr,
             shutdown,
@@ -148,17 +163,32 @@ impl Admin {
     }
 }
 
-async fn serve(listener: TcpListener, state: Arc<AdminState>, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    probes: AppProbes,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, remote)) = accepted else { continue };
                 let state = state.clone();
+                let probes = probes.clone();
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let response = answer(&state, remote, request.method(), request.uri().path(), request.headers());
-                        async move { Ok::<_, Infallible>(response) }
+                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                        let state = state.clone();
+                        let probes = probes.clone();
+                        async move {
+                            let (method, path, headers) = (request.method(), request.uri().path(), request.headers());
+                            if method == Method::GET
+                                && let Some((status, body)) = probes.run(path, headers.get(USER_AGENT)).await
+                            {
+                                return Ok::<_, Infallible>(text(status, body));
+                            }
+                            Ok(answer(&state, remote, method, path, headers))
+                        }
                     });
                     let served = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())
@@ -230,8 +260,8 @@ fn answer(
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

@@ -22,8 +22,9 @@ pub(crate) struct Args {
     /// Serving private key (PEM); re-read when it changes.
     #[arg(long)]
     key: PathBuf,
-    /// Injector config (JSON: image, proxyUid, sidecar "native"|"classic", resources, …);
-    /// defaults when not given.
+    /// Injector config (JSON: image, proxyUid, sidecar "native"|"classic", resources,
+    /// meshCidrs, trustDomains, unmeshed, ipv6, …; see deploy/README.md); defaults when not
+    /// given.
     #[arg(long)]
     config: Option<PathBuf>,
     /// How often the certificate files are checked for changes, in seconds.
@@ -41,6 +42,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         }
         None => InjectConfig::default(),
     };
+    inject
+        .validate()
+        .context("invalid injector config (--config)")?;
     let mut config = ServerConfig::new(args.cert, args.key, inject);
     config.reload_interval = Duration::from_secs(args.reload_interval_secs);
     let runtime = tokio::runtime::Builder::new_multi_thread()

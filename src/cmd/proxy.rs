@@ -13,7 +13,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use palisade_proxy::admin::{Admin, AdminConfig, AdminState, DEFAULT_ADMIN_LISTEN, Readiness};
+use palisade_proxy::admin::{
+    APP_PROBES_ENV, Admin, AdminConfig, AdminState, AppProbes, DEFAULT_ADMIN_LISTEN, Readiness,
+};
 use palisade_proxy::config::DEFAULT_LISTEN;
 use palisade_proxy::inbound::Inbound;
 use palisade_proxy::reload::{InitialLoadError, ReloadConfig, Reloader};
@@ -60,7 +62,8 @@ pub(crate) struct Args {
 /// The admin port, metrics, traces and access logs (docs/telemetry.md).
 #[derive(Debug, clap::Args)]
 struct TelemetryArgs {
-    /// Admin listen address: /metrics, /ready, /live, /status (loopback clients only).
+    /// Admin listen address: /metrics, /ready, /live, /status (loopback clients only), and
+    /// the app's probes at /app-health/… when PALISADE_APP_PROBES is set (deploy/README.md).
     #[arg(long, default_value_t = DEFAULT_ADMIN_LISTEN)]
     admin: SocketAddr,
     /// No admin listener.
@@ -124,6 +127,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
 }
 
 async fn serve(args: Args) -> Result<ExitCode> {
+    let app_probes = match std::env::var(APP_PROBES_ENV) {
+        Ok(json) if !json.trim().is_empty() => {
+            AppProbes::from_json(&json).with_context(|| format!("reading {APP_PROBES_ENV}"))?
+        }
+        _ => AppProbes::default(),
+    };
     let identity = *args.identity;
     let mut paths = IdentityPaths::in_dir(&identity.identity_dir);
     if let Some(cert) = identity.cert {
@@ -191,6 +200,9 @@ async fn serve(args: Args) -> Result<ExitCode> {
     };
     let readiness = Readiness::default();
     let admin = if telemetry_args.no_admin {
+        if !app_probes.is_empty() {
+            tracing::warn!("--no-admin: the app's probes in {APP_PROBES_ENV} are not answered");
+        }
         None
     } else {
         let state = AdminState {
@@ -203,9 +215,10 @@ async fn serve(args: Args) -> Result<ExitCode> {
         };
         // Not fatal: without the admin port the proxy still enforces policy, and the failing
         // readiness probe makes the problem visible.
-        match Admin::spawn(&config, state).await {
+        let probes = app_probes.len();
+        match Admin::spawn_with_probes(&config, state, app_probes).await {
             Ok(admin) => {
-                tracing::info!(listen = %admin.local_addr(), "admin listening");
+                tracing::info!(listen = %admin.local_addr(), app_probes = probes, "admin listening");
                 Some(admin)
             }
             Err(error) => {

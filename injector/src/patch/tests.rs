@@ -55,11 +55,13 @@ fn bare_pod_gets_init_native_sidecar_volumes_and_status() {
             "proxy",
             "--policy=/etc/palisade/policy",
             "--identity-dir=/var/run/palisade/identity",
-            "--inbound=0.0.0.0:15006",
-            "--admin=0.0.0.0:15020",
-            "--outbound-listen=0.0.0.0:15001"
+            "--inbound=[::]:15006",
+            "--admin=[::]:15020",
+            "--outbound-listen=[::]:15001",
+            "--unmeshed=pass-through"
         ])
     );
+    assert!(inits[1].get("env").is_none(), "no app probes, no env");
     assert_eq!(inits[1]["securityContext"]["runAsUser"], 1337);
     assert_eq!(inits[1]["securityContext"]["runAsNonRoot"], true);
     assert_eq!(inits[1]["securityContext"]["readOnlyRootFilesystem"], true);
@@ -150,7 +152,7 @@ fn annotation_key_is_escaped_in_the_pointer() {
 }
 
 #[test]
-fn exclusions_and_probe_ports_reach_init() {
+fn exclusions_reach_init_and_probe_ports_stay_captured() {
     let out = patched(
         json!({ "metadata": { "annotations": {
                 ANNOTATION_EXCLUDE_INBOUND_PORTS: " 22, 9000",
@@ -164,8 +166,9 @@ fn exclusions_and_probe_ports_reach_init() {
     )
     .expect("patched");
     let args = init_args(&out);
+    // The probed ports (8080, 9090) stay behind the proxy: only the annotation's ports.
     assert!(
-        args.contains(&"--exclude-inbound-ports=22,8080,9000,9090".to_owned()),
+        args.contains(&"--exclude-inbound-ports=22,9000".to_owned()),
         "{args:?}"
     );
     assert!(
@@ -176,6 +179,181 @@ fn exclusions_and_probe_ports_reach_init() {
         args.contains(&"--exclude-outbound-cidrs=169.254.169.254/32,fd00::/8".to_owned()),
         "{args:?}"
     );
+}
+
+fn app_probes(proxy: &Value) -> Value {
+    let env = proxy["env"].as_array().expect("env");
+    assert_eq!(env.len(), 1, "{env:?}");
+    assert_eq!(env[0]["name"], APP_PROBES_ENV);
+    serde_json::from_str(env[0]["value"].as_str().expect("a string")).expect("JSON")
+}
+
+#[test]
+fn probes_are_rewritten_through_the_admin_port() {
+    let out = patched(
+        json!({ "metadata": {}, "spec": { "containers": [app(json!({
+            "ports": [{ "name": "http", "containerPort": 8080 }, { "name": "health", "containerPort": 8081 }],
+            "readinessProbe": { "httpGet": { "path": "/healthz?full=1", "port": "health", "scheme": "HTTPS",
+                                              "httpHeaders": [{ "name": "Host", "value": "orders.local" }] },
+                                "periodSeconds": 3, "timeoutSeconds": 2, "failureThreshold": 4 },
+            "livenessProbe": { "tcpSocket": { "port": "http" }, "initialDelaySeconds": 5 },
+            "startupProbe": { "grpc": { "port": 9090 } } })),
+            { "name": "worker", "image": "w:1",
+              "livenessProbe": { "httpGet": { "port": "8088" } },
+              "readinessProbe": { "exec": { "command": ["true"] } } }] } }),
+        &InjectConfig::default(),
+    )
+    .expect("patched");
+    let app = &out["spec"]["containers"][0];
+    assert_eq!(
+        app["readinessProbe"],
+        json!({ "httpGet": { "path": "/app-health/app/readyz", "port": 15020, "scheme": "HTTP" },
+                "periodSeconds": 3, "timeoutSeconds": 2, "failureThreshold": 4 })
+    );
+    assert_eq!(
+        app["livenessProbe"],
+        json!({ "httpGet": { "path": "/app-health/app/livez", "port": 15020, "scheme": "HTTP" },
+                "initialDelaySeconds": 5 })
+    );
+    assert_eq!(
+        app["startupProbe"],
+        json!({ "httpGet": { "path": "/app-health/app/startupz", "port": 15020, "scheme": "HTTP" } })
+    );
+    let worker = &out["spec"]["containers"][1];
+    assert_eq!(
+        worker["livenessProbe"]["httpGet"]["path"],
+        "/app-health/worker/livez"
+    );
+    assert_eq!(
+        worker["readinessProbe"],
+        json!({ "exec": { "command": ["true"] } })
+    );
+
+    let proxy = &out["spec"]["initContainers"][1];
+    assert_eq!(
+        app_probes(proxy),
+        json!({
+            "/app-health/app/readyz": {
+                "httpGet": { "port": 8081, "path": "/healthz?full=1", "scheme": "HTTPS",
+                             "httpHeaders": [{ "name": "Host", "value": "orders.local" }] },
+                "timeoutSeconds": 2 },
+            "/app-health/app/livez": { "tcpSocket": { "port": 8080 } },
+            "/app-health/app/startupz": { "tcpSocket": { "port": 9090 } },
+            "/app-health/worker/livez": { "httpGet": { "port": 8088 } },
+        })
+    );
+    // The gRPC probe's port speaks h2c: the proxy forwards to it over HTTP/2.
+    let args: Vec<String> = serde_json::from_value(proxy["args"].clone()).expect("args");
+    assert!(args.contains(&"--h2c-app-port=9090".to_owned()), "{args:?}");
+    // Nothing is excluded from capture for the probes.
+    assert!(
+        !init_args(&out)
+            .iter()
+            .any(|a| a.starts_with("--exclude-inbound-ports")),
+        "{:?}",
+        init_args(&out)
+    );
+}
+
+#[test]
+fn native_sidecar_probes_are_rewritten_at_their_original_index() {
+    let out = patched(
+        json!({ "metadata": {}, "spec": {
+            "initContainers": [
+                { "name": "migrate", "image": "m:1" },
+                { "name": "cache", "image": "c:1", "restartPolicy": "Always",
+                  "ports": [{ "name": "metrics", "containerPort": 9100 }],
+                  "readinessProbe": { "httpGet": { "path": "/ready", "port": "metrics" } } }],
+            "containers": [app(json!({}))] } }),
+        &InjectConfig::default(),
+    )
+    .expect("patched");
+    let inits = &out["spec"]["initContainers"];
+    assert_eq!(inits[3]["name"], "cache");
+    assert_eq!(
+        inits[3]["readinessProbe"]["httpGet"]["path"],
+        "/app-health/cache/readyz"
+    );
+    assert_eq!(
+        app_probes(&inits[1]),
+        json!({ "/app-health/cache/readyz": { "httpGet": { "port": 9100, "path": "/ready" } } })
+    );
+}
+
+#[test]
+fn probes_aimed_at_another_host_are_left_alone() {
+    let out = patched(
+        json!({ "metadata": {}, "spec": { "containers": [app(json!({
+            "livenessProbe": { "httpGet": { "host": "health.example", "port": 80 } },
+            "readinessProbe": { "tcpSocket": { "host": "10.0.0.9", "port": 5432 } } }))] } }),
+        &InjectConfig::default(),
+    )
+    .expect("patched");
+    let app = &out["spec"]["containers"][0];
+    assert_eq!(app["livenessProbe"]["httpGet"]["host"], "health.example");
+    assert_eq!(app["readinessProbe"]["tcpSocket"]["port"], 5432);
+    assert!(out["spec"]["initContainers"][1].get("env").is_none());
+}
+
+#[test]
+fn mesh_settings_reach_the_proxy() {
+    let config = InjectConfig {
+        mesh_cidrs: vec!["10.244.0.0/16".to_owned(), "fd00:10:244::/56".to_owned()],
+        trust_domains: vec!["cluster.local".to_owned(), "partner.example".to_owned()],
+        unmeshed: Unmeshed::Refuse,
+        ipv6: false,
+        ..InjectConfig::default()
+    };
+    let out = patched(
+        json!({ "metadata": { "annotations": { ANNOTATION_H2C_PORTS: "7070" } }, "spec": { "containers": [app(json!({}))] } }),
+        &config,
+    )
+    .expect("patched");
+    let args: Vec<String> =
+        serde_json::from_value(out["spec"]["initContainers"][1]["args"].clone()).expect("args");
+    assert_eq!(
+        args,
+        [
+            "proxy",
+            "--policy=/etc/palisade/policy",
+            "--identity-dir=/var/run/palisade/identity",
+            "--inbound=0.0.0.0:15006",
+            "--admin=0.0.0.0:15020",
+            "--outbound-listen=0.0.0.0:15001",
+            "--unmeshed=refuse",
+            "--mesh-cidr=10.244.0.0/16,fd00:10:244::/56",
+            "--trust-domain=cluster.local",
+            "--trust-domain=partner.example",
+            "--h2c-app-port=7070",
+        ]
+    );
+    assert!(init_args(&out).contains(&"--no-ipv6".to_owned()));
+}
+
+#[test]
+fn config_validation_refuses_what_the_proxy_would() {
+    assert_eq!(InjectConfig::default().validate(), Ok(()));
+    let bad = [
+        InjectConfig {
+            mesh_cidrs: vec!["10.244.0.1/16".to_owned()],
+            ..InjectConfig::default()
+        },
+        InjectConfig {
+            mesh_cidrs: vec!["10.244.0.0".to_owned()],
+            ..InjectConfig::default()
+        },
+        InjectConfig {
+            trust_domains: vec!["Cluster.Local".to_owned()],
+            ..InjectConfig::default()
+        },
+        InjectConfig {
+            admin_port: 15006,
+            ..InjectConfig::default()
+        },
+    ];
+    for config in bad {
+        assert!(config.validate().is_err(), "{config:?}");
+    }
 }
 
 #[test]
@@ -244,10 +422,14 @@ fn leaves_alone_opted_out_host_network_and_injected_pods() {
 fn second_pass_is_a_no_op() {
     let config = InjectConfig::default();
     let out = patched(
-        json!({ "metadata": {}, "spec": { "containers": [app(json!({}))] } }),
+        json!({ "metadata": {}, "spec": { "containers": [app(json!({
+            "readinessProbe": { "httpGet": { "path": "/healthz", "port": "http" } } }))] } }),
         &config,
     )
     .expect("patched");
+    let rewritten = out["spec"]["containers"][0]["readinessProbe"].clone();
+    assert_eq!(rewritten["httpGet"]["path"], "/app-health/app/readyz");
+    // Already injected (probes already rewritten): nothing more, not even a second rewrite.
     assert_eq!(patch(&pod(out), &config), Ok(None));
 }
 
@@ -279,6 +461,15 @@ fn refuses_what_it_cannot_honour() {
             "unknown probe port",
             json!({ "metadata": {}, "spec": { "containers": [app(json!({ "readinessProbe": { "httpGet": { "port": "admin" } } }))] } }),
         ),
+        (
+            "probe port out of range",
+            json!({ "metadata": {}, "spec": { "containers": [app(json!({ "livenessProbe": { "tcpSocket": { "port": 70000 } } }))] } }),
+        ),
+        (
+            "cidr with host bits",
+            with(ANNOTATION_EXCLUDE_OUTBOUND_CIDRS, "10.0.0.1/8"),
+        ),
+        ("bad h2c port", with(ANNOTATION_H2C_PORTS, "grpc")),
         (
             "volume clash",
             json!({ "metadata": {}, "spec": { "containers": [app(json!({}))], "volumes": [{ "name": IDENTITY_VOLUME, "emptyDir": {} }] } }),

@@ -1,0 +1,531 @@
+//! The app's own probes, answered on the admin port: the step between the kubelet and an app
+//! whose ports are all behind strict mutual TLS.
+//!
+//! The injector rewrites each container's `httpGet`, `tcpSocket` and `grpc` probe into an
+//! `httpGet` on the admin port at `/app-health/<container>/<livez|readyz|startupz>` and hands
+//! the originals to the proxy in `PALISADE_APP_PROBES` (see [`AppProbes::from_json`]). The
+//! kubelet's GET to one of those exact paths becomes the original check, made by the proxy
+//! to the app on loopback with a bounded time; the outcome goes back as a status code the
+//! kubelet reads the way it reads the app's own (success is 200–399).
+//!
+//! | original probe | check made on `127.0.0.1` | answer |
+//! |---|---|---|
+//! | `httpGet` (scheme `HTTP`) | `GET <path>` over HTTP/1.1 to `<port>`, with the probe's `httpHeaders` | the app's 2xx as is, 3xx as 200 (the redirect is not followed, as the kubelet does not follow one to another host), 4xx/5xx as is |
+//! | `httpGet` (scheme `HTTPS`) | the same over TLS, **certificate not verified** (what the kubelet does) | the same |
+//! | `tcpSocket` | a TCP connect to `<port>` | 200 when it connects |
+//! | (any) app unreachable | — | 503; 504 past the probe's `timeoutSeconds` |
+//!
+//! # Security
+//! Only the configured paths answer, only to `GET`; the request's query, headers and body
+//! are ignored, so the port cannot be used to reach anything but the configured checks on
+//! loopback (no open proxy). The app's response body is never relayed. An `HTTPS` probe
+//! skips certificate verification like the kubelet's own: the connection never leaves the
+//! pod's network namespace.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use http::uri::PathAndQuery;
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// Name of the environment variable the injector puts the app's probes in.
+pub const APP_PROBES_ENV: &str = "PALISADE_APP_PROBES";
+
+/// Every admin path of an app probe starts with this.
+pub const APP_HEALTH_PREFIX: &str = "/app-health/";
+
+/// Longest time a check may take, whatever the probe's `timeoutSeconds` says.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The app's probes, by admin path. Empty by default: no `/app-health/` path answers.
+/// Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct AppProbes(Arc<Probes>);
+
+#[derive(Debug, Default)]
+struct Probes {
+    by_path: BTreeMap<String, AppProbe>,
+    /// Built once when some probe uses `HTTPS`.
+    tls: Option<Arc<ClientConfig>>,
+}
+
+/// One configured check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppProbe {
+    /// What is checked.
+    pub check: Check,
+    /// Time the check gets (the probe's `timeoutSeconds`, default 1 s).
+    pub timeout: Duration,
+}
+
+/// What one probe checks on `127.0.0.1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// `GET path` to `port`.
+    Http {
+        /// The app's port.
+        port: u16,
+        /// Path and query sent, exactly as the original probe had them.
+        path: PathAndQuery,
+        /// TLS without certificate verification (the probe's scheme `HTTPS`).
+        https: bool,
+        /// Header fields sent (the probe's `httpHeaders`; `Host` among them replaces the
+        /// default `127.0.0.1:<port>`).
+        headers: HeaderMap,
+    },
+    /// A TCP connect to `port`.
+    Tcp {
+        /// The app's port.
+        port: u16,
+    },
+}
+
+/// Why `PALISADE_APP_PROBES` does not load.
+#[derive(Debug, thiserror::Error)]
+pub enum AppProbesError {
+    /// Not JSON of the documented shape.
+    #[error("not a JSON object of admin path to probe")]
+    Json(#[source] serde_json::Error),
+    /// One entry is wrong.
+    #[error("probe {path:?}: {reason}")]
+    Invalid {
+        /// The admin path of the entry.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The TLS client for `HTTPS` probes cannot be built.
+    #[error("cannot build the tls client for HTTPS probes")]
+    Tls(#[source] rustls::Error),
+}
+
+/// The written form of one entry: a Kubernetes probe handler with its port resolved.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProbeDocument {
+    http_get: Option<HttpGetDocument>,
+    tcp_socket: Option<TcpSocketDocument>,
+    timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HttpGetDocument {
+    port: u16,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    http_headers: Vec<HeaderDocument>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderDocument {
+    name: String,
+    value: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcpSocketDocument {
+    port: u16,
+}
+
+/// Why one check failed (logged at debug; the kubelet sees the status).
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error("cannot connect to the app")]
+    Connect(#[source] std::io::Error),
+    #[error("tls handshake with the app failed")]
+    Tls(#[source] std::io::Error),
+    #[error("http exchange with the app failed")]
+    Http(#[source] hyper::Error),
+    #[error("cannot build the request")]
+    Request(#[source] http::Error),
+    #[error("no tls client for an HTTPS probe")]
+    NoTls,
+}
+
+/// Accepts any server certificate: the kubelet's `InsecureSkipVerify` for HTTPS probes.
+#[derive(Debug)]
+struct DangerousAcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+// === impl AppProbes ===
+
+impl AppProbes {
+    /// Parses `PALISADE_APP_PROBES`: a JSON object from admin path to a Kubernetes probe
+    /// handler with a numeric port, e.g.
+    ///
+    /// ```json
+    /// {
+    ///   "/app-health/orders/readyz": {
+    ///     "httpGet": { "port": 8081, "path": "/healthz", "scheme": "HTTP",
+    ///                  "httpHeaders": [{ "name": "X-Probe", "value": "1" }] },
+    ///     "timeoutSeconds": 1
+    ///   },
+    ///   "/app-health/orders/livez": { "tcpSocket": { "port": 8080 } }
+    /// }
+    /// ```
+    ///
+    /// Each key must start with `/app-health/`; each entry has exactly one of `httpGet` and
+    /// `tcpSocket`; `path` defaults to `/`, `scheme` to `HTTP`, `timeoutSeconds` to 1 (at
+    /// most [`MAX_PROBE_TIMEOUT`]). Unknown fields are errors.
+    pub fn from_json(text: &str) -> Result<AppProbes, AppProbesError> {
+        let documents: BTreeMap<String, ProbeDocument> =
+            serde_json::from_str(text).map_err(AppProbesError::Json)?;
+        let mut probes = BTreeMap::new();
+        for (path, document) in documents {
+            let invalid = |reason| AppProbesError::Invalid {
+                path: path.clone(),
+                reason,
+            };
+            if !path.starts_with(APP_HEALTH_PREFIX) || path.len() == APP_HEALTH_PREFIX.len() {
+                return Err(invalid("admin path must start with /app-health/"));
+            }
+            let check = match (document.http_get, document.tcp_socket) {
+                (Some(get), None) => http_check(get).map_err(invalid)?,
+                (None, Some(tcp)) if tcp.port != 0 => Check::Tcp { port: tcp.port },
+                (None, Some(_)) => return Err(invalid("port 0")),
+                _ => return Err(invalid("needs exactly one of httpGet and tcpSocket")),
+            };
+            let timeout = match document.timeout_seconds {
+                None => Duration::from_secs(1),
+                Some(0) => return Err(invalid("timeoutSeconds must be at least 1")),
+                Some(seconds) => Duration::from_secs(seconds).min(MAX_PROBE_TIMEOUT),
+            };
+            probes.insert(path, AppProbe { check, timeout });
+        }
+        let tls = probes
+            .values()
+            .any(|p| matches!(p.check, Check::Http { https: true, .. }))
+            .then(insecure_client_config)
+            .transpose()
+            .map_err(AppProbesError::Tls)?;
+        Ok(AppProbes(Arc::new(Probes {
+            by_path: probes,
+            tls,
+        })))
+    }
+
+    /// The probe answering `path`, if configured.
+    pub fn get(&self, path: &str) -> Option<&AppProbe> {
+        self.0.by_path.get(path)
+    }
+
+    /// How many probes are configured.
+    pub fn len(&self) -> usize {
+        self.0.by_path.len()
+    }
+
+    /// Whether none is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.by_path.is_empty()
+    }
+
+    /// Runs the probe at `path` within its timeout; `None` when no probe is configured
+    /// there. Returns the status for the kubelet and a short plain-text body naming the
+    /// outcome; `user_agent` (the kubelet's `kube-probe/…`) is passed on to the app.
+    pub async fn run(
+        &self,
+        path: &str,
+        user_agent: Option<&HeaderValue>,
+    ) -> Option<(StatusCode, String)> {
+        let probe = self.get(path)?;
+        let checked = tokio::time::timeout(
+            probe.timeout,
+            probe.check.run(self.0.tls.as_ref(), user_agent),
+        )
+        .await;
+        Some(match checked {
+            Ok(Ok(status)) if status.is_redirection() => (
+                StatusCode::OK,
+                format!("app answered {}\n", status.as_u16()),
+            ),
+            Ok(Ok(status)) => (status, format!("app answered {}\n", status.as_u16())),
+            Ok(Err(error)) => {
+                tracing::debug!(probe.path = path, error = %error, cause = ?std::error::Error::source(&error), "app probe failed");
+                (StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n"))
+            }
+            Err(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "app did not answer in time\n".to_owned(),
+            ),
+        })
+    }
+}
+
+fn http_check(get: HttpGetDocument) -> Result<Check, &'static str> {
+    if get.port == 0 {
+        return Err("port 0");
+    }
+    let https = match get.scheme.as_deref() {
+        None | Some("HTTP") => false,
+        Some("HTTPS") => true,
+        Some(_) => return Err("scheme must be HTTP or HTTPS"),
+    };
+    let path = get.path.unwrap_or_default();
+    // The kubelet sends an empty path as `/` and prefixes a relative one.
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        format!("/{path}")
+    };
+    let path = PathAndQuery::try_from(path).map_err(|_| "path is not a valid request path")?;
+    let mut headers = HeaderMap::new();
+    for header in get.http_headers {
+        let name = HeaderName::try_from(header.name).map_err(|_| "invalid header name")?;
+        let value = HeaderValue::try_from(header.value).map_err(|_| "invalid header value")?;
+        headers.append(name, value);
+    }
+    Ok(Check::Http {
+        port: get.port,
+        path,
+        https,
+        headers,
+    })
+}
+
+// === impl Check ===
+
+impl Check {
+    /// The app's status (200 for a TCP connect that succeeded).
+    async fn run(
+        &self,
+        tls: Option<&Arc<ClientConfig>>,
+        user_agent: Option<&HeaderValue>,
+    ) -> Result<StatusCode, CheckError> {
+        let port = match self {
+            Check::Http { port, .. } | Check::Tcp { port } => *port,
+        };
+        let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(CheckError::Connect)?;
+        let Check::Http {
+            path,
+            https,
+            headers,
+            ..
+        } = self
+        else {
+            return Ok(StatusCode::OK);
+        };
+        let mut request = Request::get(path.clone())
+            .header(HOST, addr.to_string())
+            .header(
+                USER_AGENT,
+                user_agent
+                    .cloned()
+                    .unwrap_or_else(|| HeaderValue::from_static("palisade-probe")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(CheckError::Request)?;
+        for (name, value) in headers {
+            request.headers_mut().insert(name, value.clone());
+        }
+        match (https, tls) {
+            (false, _) => exchange(stream, request).await,
+            (true, Some(tls)) => {
+                let tls = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(ServerName::IpAddress(addr.ip().into()), stream)
+                    .await
+                    .map_err(CheckError::Tls)?;
+                exchange(tls, request).await
+            }
+            (true, None) => Err(CheckError::NoTls),
+        }
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; the response body is not read.
+async fn exchange<S>(stream: S, request: Request<Empty<Bytes>>) -> Result<StatusCode, CheckError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(CheckError::Http)?;
+    let driver = tokio::spawn(connection);
+    let response = sender.send_request(request).await;
+    driver.abort();
+    Ok(response.map_err(CheckError::Http)?.status())
+}
+
+/// A TLS client that accepts any server certificate, for `HTTPS` probes only.
+fn insecure_client_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(DangerousAcceptAnyServer(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+// === impl DangerousAcceptAnyServer ===
+
+impl ServerCertVerifier for DangerousAcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let probes = AppProbes::from_json(
+            r#"{
+              "/app-health/orders/readyz": {
+                "httpGet": { "port": 8081, "path": "/healthz?full=1", "scheme": "HTTPS",
+                             "httpHeaders": [{ "name": "Host", "value": "orders.local" }] },
+                "timeoutSeconds": 3
+              },
+              "/app-health/orders/livez": { "tcpSocket": { "port": 8080 } },
+              "/app-health/orders/startupz": { "httpGet": { "port": 8080 } }
+            }"#,
+        )
+        .expect("valid");
+        assert_eq!(probes.len(), 3);
+        let ready = probes.get("/app-health/orders/readyz").expect("readyz");
+        assert_eq!(ready.timeout, Duration::from_secs(3));
+        let Check::Http {
+            port,
+            path,
+            https,
+            headers,
+        } = &ready.check
+        else {
+            panic!("an http check: {ready:?}");
+        };
+        assert_eq!(
+            (*port, path.as_str(), *https),
+            (8081, "/healthz?full=1", true)
+        );
+        assert_eq!(
+            headers.get(HOST).map(HeaderValue::as_bytes),
+            Some(&b"orders.local"[..])
+        );
+        assert_eq!(
+            probes.get("/app-health/orders/livez").map(|p| &p.check),
+            Some(&Check::Tcp { port: 8080 })
+        );
+        let startup = probes.get("/app-health/orders/startupz").expect("startupz");
+        assert_eq!(startup.timeout, Duration::from_secs(1));
+        assert!(matches!(&startup.check, Check::Http { path, https: false, .. } if path == "/"));
+        assert!(
+            probes.0.tls.is_some(),
+            "an HTTPS probe builds the tls client"
+        );
+        assert!(probes.get("/app-health/orders/other").is_none());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_check() {
+        for (bad, why) in [
+            ("[]", "not an object"),
+            (
+                r#"{"/ready": {"tcpSocket": {"port": 1}}}"#,
+                "outside /app-health/",
+            ),
+            (
+                r#"{"/app-health/": {"tcpSocket": {"port": 1}}}"#,
+                "bare prefix",
+            ),
+            (r#"{"/app-health/a/livez": {}}"#, "no handler"),
+            (
+                r#"{"/app-health/a/livez": {"tcpSocket": {"port": 1}, "httpGet": {"port": 1}}}"#,
+                "two handlers",
+            ),
+            (
+                r#"{"/app-health/a/livez": {"tcpSocket": {"port": 0}}}"#,
+                "port 0",
+            ),
+            (
+                r#"{"/app-health/a/livez": {"tcpSocket": {"port": 70000}}}"#,
+                "port too big",
+            ),
+            (
+                r#"{"/app-health/a/livez": {"tcpSocket": {"port": "http"}}}"#,
+                "named port",
+            ),
+            (
+                r#"{"/app-health/a/livez": {"httpGet": {"port": 1, "scheme": "FTP"}}}"#,
+                "scheme",
+            ),
+            (
+                r#"{"/app-health/a/livez": {"httpGet": {"port": 1, "path": "/a b"}}}"#,
+                "space",
+            ),
+            (
+                r#"{"/app-health/a/livez": {"httpGet": {"port": 1, "httpHeaders": [{"name": "a b", "value": "x"}]}}}"#,
+                "header name",
+            ),
+            (
+                r#"{"/app-health/a/livez": {"exec": {"command": ["true"]}}}"#,
+                "exec",
+            ),
+            (
+                r#"{"/app-health/a/livez": {"tcpSocket": {"port": 1}, "timeoutSeconds": 0}}"#,
+                "timeout 0",
+            ),
+        ] {
+            assert!(AppProbes::from_json(bad).is_err(), "{why}: {bad}");
+        }
+    }
+}
