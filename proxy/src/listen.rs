@@ -2,11 +2,21 @@
 //! [`Accepted`] value carrying the socket, the client's address and the original destination.
 //!
 //! Passes on to [`detect`](crate::detect) (permissive mode) or straight to the TLS handshake.
+//!
+//! Also the life of a listener, shared by both sides: [`serve_connections`] runs each
+//! accepted connection on its own task until asked to drain, then stops accepting, gives
+//! open connections the drain time to finish, tells the rest to close
+//! ([`Shutdown::closing`]) and aborts what still runs after [`CLOSE_GRACE`]. [`Serving`] is
+//! that loop on its own task, with the handle that starts the drain.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::AppConfig;
 use crate::orig_dst::redirected;
@@ -36,6 +46,35 @@ pub struct Remote(pub SocketAddr);
 /// `SO_ORIGINAL_DST` under iptables redirection, else the configured app port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OrigDst(pub SocketAddr);
+
+/// After the drain time, how long connections told to close get to end (and record how they
+/// ended) before their tasks are aborted.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A listener [`serve_connections`] accepts from.
+pub trait Accept: Send + 'static {
+    /// What one accepted connection carries.
+    type Connection: Send + 'static;
+
+    /// Waits for the next connection. Must be cancel-safe (it races the shutdown signal).
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Connection>> + Send;
+}
+
+/// What each connection of a listener watches to learn that the listener stops.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    drain: watch::Receiver<bool>,
+    close: watch::Receiver<bool>,
+}
+
+/// An accept loop on its own task (from [`Serving::spawn`]). Dropping it starts the drain
+/// without waiting for it.
+#[derive(Debug)]
+pub struct Serving {
+    drain: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    side: &'static str,
+}
 
 /// Binding the listener failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,5 +123,148 @@ impl Listener {
             remote: Remote(remote),
             orig_dst: OrigDst(orig_dst),
         })
+    }
+}
+
+// === impl Accept ===
+
+impl Accept for TcpListener {
+    type Connection = (TcpStream, SocketAddr);
+
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Connection>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+// === impl Shutdown ===
+
+impl Shutdown {
+    /// Completes once the listener stops accepting (or its owner is gone): finish what is
+    /// in flight.
+    pub async fn draining(&mut self) {
+        flipped(&mut self.drain).await;
+    }
+
+    /// Completes once the drain time is up: end the connection now.
+    pub async fn closing(&mut self) {
+        flipped(&mut self.close).await;
+    }
+}
+
+/// Completes once `signal` is true, or its sender is gone.
+async fn flipped(signal: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await (it is not Send).
+    let _ = signal.wait_for(|on| *on).await;
+}
+
+/// Accepts from `listener` and runs `serve` on each connection, on its own task, until
+/// `drain` flips to true (or its sender is dropped). Then it stops accepting (the listening
+/// socket is closed), waits up to `drain_time` for open connections to end, tells the rest
+/// to close ([`Shutdown::closing`]) and aborts those still running after [`CLOSE_GRACE`].
+/// `side` names the listener in logs.
+pub async fn serve_connections<A, S, F>(
+    listener: A,
+    mut drain: watch::Receiver<bool>,
+    drain_time: Duration,
+    side: &'static str,
+    mut serve: S,
+) where
+    A: Accept,
+    S: FnMut(A::Connection, Shutdown) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let (close_tx, close) = watch::channel(false);
+    let shutdown = Shutdown {
+        drain: drain.clone(),
+        close,
+    };
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => {
+                    connections.spawn(serve(connection, shutdown.clone()));
+                }
+                Err(error) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(side, error = %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = flipped(&mut drain) => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(side, connections = connections.len(), "draining");
+    if ended(&mut connections, drain_time).await {
+        return;
+    }
+    tracing::warn!(
+        side,
+        connections = connections.len(),
+        "drain timed out: closing connections"
+    );
+    let _ = close_tx.send(true);
+    if !ended(&mut connections, CLOSE_GRACE).await {
+        connections.shutdown().await;
+    }
+}
+
+/// Waits up to `limit` for every task of `connections` to end; true if they all did.
+async fn ended(connections: &mut JoinSet<()>, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok()
+}
+
+/// Runs `accept_loop` (given the drain signal) until it ends by itself or `shutdown`
+/// completes; then starts the drain and waits for the loop to finish it.
+pub async fn serve_until<L, F>(accept_loop: L, shutdown: impl Future<Output = ()> + Send)
+where
+    L: FnOnce(watch::Receiver<bool>) -> F,
+    F: Future<Output = ()> + Send,
+{
+    let (tx, rx) = watch::channel(false);
+    let serving = accept_loop(rx);
+    tokio::pin!(serving);
+    tokio::select! {
+        () = &mut serving => return,
+        () = shutdown => {}
+    }
+    // Nobody else holds the sender, so this cannot fail while the loop runs.
+    let _ = tx.send(true);
+    serving.await;
+}
+
+// === impl Serving ===
+
+impl Serving {
+    /// Runs `accept_loop` (given the drain signal) on a new task; `side` names it in logs.
+    pub fn spawn<L, F>(accept_loop: L, side: &'static str) -> Serving
+    where
+        L: FnOnce(watch::Receiver<bool>) -> F,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (drain, rx) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(rx));
+        Serving { drain, task, side }
+    }
+
+    /// Stops accepting and starts the drain; does not wait for it (see
+    /// [`Serving::shutdown`]).
+    pub fn drain(&self) {
+        let _ = self.drain.send(true);
+    }
+
+    /// Stops accepting and waits until every connection has ended (bounded by the drain
+    /// time, then [`CLOSE_GRACE`]).
+    pub async fn shutdown(self) {
+        self.drain();
+        if let Err(error) = self.task.await {
+            tracing::error!(side = self.side, error = %error, "accept loop failed");
+        }
     }
 }

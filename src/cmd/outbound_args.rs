@@ -7,15 +7,21 @@
 //!   say which original destinations get mutual TLS, `--unmeshed` what happens to the rest;
 //! - fixed (`--outbound-fixed 127.0.0.1:7001=10.0.0.2:8080,spiffe://…`, the demo, a laptop):
 //!   a local port that stands for one peer, no root needed.
+//!
+//! Every listener records into the proxy's telemetry, closes connections idle for
+//! `--outbound-idle-timeout`, and on shutdown drains for the proxy's `--drain` time.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use palisade_config::SpiffeId;
 use palisade_proxy::outbound::{
-    Cidr, Destinations, MeshRules, Outbound, OutboundConfig, Running, Unmeshed, Upstream,
+    Cidr, Destinations, MeshRules, Outbound, OutboundConfig, OutboundTimeouts, Running, Unmeshed,
+    Upstream,
 };
 use palisade_proxy::reload::Reloader;
+use palisade_proxy::telemetry::Telemetry;
 use palisade_proxy::tls::Identity;
 
 /// Outbound flags of `palisade proxy`.
@@ -52,7 +58,14 @@ pub(crate) struct OutboundArgs {
     /// any ID in the trust domains). Repeatable.
     #[arg(long = "outbound-fixed", value_name = "LISTEN=PEER[,SPIFFE_ID]", value_parser = parse_fixed)]
     outbound_fixed: Vec<Fixed>,
+    /// Close an outbound connection after this long with no byte either way (`90s`, `30m`,
+    /// `1h`).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_idle)]
+    outbound_idle_timeout: Duration,
 }
+
+/// The outbound listeners of one proxy, serving.
+pub(crate) struct OutboundListeners(Vec<Running>);
 
 /// `--unmeshed`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -74,10 +87,23 @@ struct Fixed {
 // === impl OutboundArgs ===
 
 impl OutboundArgs {
+    /// As [`OutboundArgs::spawn_observed`] with no telemetry and the default drain time.
+    pub(crate) async fn spawn(self, reloader: &Reloader) -> Result<OutboundListeners> {
+        let drain = OutboundTimeouts::default().drain;
+        self.spawn_observed(reloader, &Telemetry::disabled(), drain)
+            .await
+    }
+
     /// Binds every outbound listener the flags ask for and serves them on new tasks, with
-    /// the reloader's identity (rotations apply to new connections) and trust domains.
+    /// the reloader's identity (rotations apply to new connections) and trust domains,
+    /// recording into `telemetry`; on shutdown open connections get `drain` to finish.
     /// Nothing asked for: nothing started.
-    pub(crate) async fn spawn(self, reloader: &Reloader) -> Result<Vec<Running>> {
+    pub(crate) async fn spawn_observed(
+        self,
+        reloader: &Reloader,
+        telemetry: &Telemetry,
+        drain: Duration,
+    ) -> Result<OutboundListeners> {
         let mut configs = Vec::new();
         if let Some(listen) = self.outbound_listen {
             let rules = MeshRules {
@@ -104,14 +130,46 @@ impl OutboundArgs {
                 OutboundConfig::new(listen, destinations, Identity::clone(&identity.load()));
             config.identity = identity.clone();
             config.trust = reloader.trust_domains().clone();
+            config.timeouts.drain = drain;
+            config.timeouts.idle = self.outbound_idle_timeout;
             let described = describe(&config.destinations);
-            let outbound = Outbound::bind(config)
+            let outbound = Outbound::bind_observed(config, telemetry.clone())
                 .await
                 .with_context(|| format!("starting the outbound listener on {listen}"))?;
             tracing::info!(listen = %outbound.local_addr(), to = %described, "outbound listening");
             running.push(outbound.spawn());
         }
-        Ok(running)
+        Ok(OutboundListeners(running))
+    }
+}
+
+// === impl OutboundListeners ===
+
+impl OutboundListeners {
+    /// Stops accepting on every listener and starts their drain, without waiting.
+    #[allow(
+        dead_code,
+        reason = "src/cmd/proxy.rs calls it once it drains the outbound side"
+    )]
+    pub(crate) fn drain(&self) {
+        for running in &self.0 {
+            running.drain();
+        }
+    }
+
+    /// Drains every listener and waits until their connections have ended (bounded by the
+    /// drain time).
+    #[allow(
+        dead_code,
+        reason = "src/cmd/proxy.rs calls it once it drains the outbound side"
+    )]
+    pub(crate) async fn shutdown(self) {
+        for running in &self.0 {
+            running.drain();
+        }
+        for running in self.0 {
+            running.shutdown().await;
+        }
     }
 }
 
@@ -127,6 +185,19 @@ fn describe(destinations: &Destinations) -> String {
             rules.explicit.len(),
             rules.unmeshed
         ),
+    }
+}
+
+/// `90s`, `30m`, `1h` (a positive whole number and a unit).
+fn parse_idle(text: &str) -> Result<Duration, String> {
+    let units = [("s", 1), ("m", 60), ("h", 3600)];
+    let seconds = units.iter().find_map(|(unit, scale)| {
+        let number: u64 = text.strip_suffix(unit)?.parse().ok()?;
+        number.checked_mul(*scale)
+    });
+    match seconds {
+        Some(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!("{text:?} is not a duration like 90s, 30m or 1h")),
     }
 }
 
@@ -208,6 +279,19 @@ mod tests {
         ] {
             let error = parse_fixed(bad).unwrap_err();
             assert!(error.contains(message), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn parses_idle_timeouts() {
+        assert_eq!(parse_idle("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_idle("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(
+            parse_idle("1h").unwrap(),
+            palisade_proxy::outbound::DEFAULT_IDLE_TIMEOUT
+        );
+        for bad in ["0s", "1", "1d", "-1s", "s", "1.5h"] {
+            assert!(parse_idle(bad).is_err(), "{bad}");
         }
     }
 

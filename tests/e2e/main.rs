@@ -8,6 +8,7 @@ mod demo;
 mod init;
 mod inject;
 mod mesh;
+mod outbound_telemetry;
 mod proxy;
 mod reload;
 mod support;

@@ -19,6 +19,9 @@ use crate::tls::{Identity, TrustDomains};
 pub const DEFAULT_OUTBOUND_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 15001);
 
+/// Default idle timeout of a carried outbound connection: 1 hour.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// Everything one outbound listener needs.
 #[derive(Clone, Debug)]
 pub struct OutboundConfig {
@@ -101,6 +104,11 @@ pub struct OutboundTimeouts {
     /// On shutdown, time open connections get to finish before they are closed.
     /// Default 20 s.
     pub drain: Duration,
+    /// A carried connection with no byte either way for this long is closed (both sides).
+    /// Default 1 h, as Envoy's TCP proxy: long enough for quiet database or message-broker
+    /// connections that keep themselves alive, short enough that connections whose peer
+    /// vanished without a FIN or RST do not pile up forever.
+    pub idle: Duration,
 }
 
 // === impl OutboundConfig ===
@@ -128,6 +136,7 @@ impl Default for OutboundTimeouts {
             handshake: Duration::from_secs(10),
             detect: Duration::from_secs(1),
             drain: Duration::from_secs(20),
+            idle: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

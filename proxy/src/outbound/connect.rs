@@ -24,7 +24,8 @@ use tokio_rustls::client::TlsStream;
 use super::detect::Protocol;
 use super::{Destinations, OutboundConfig, OutboundTimeouts, Upstream};
 use crate::tls::{
-    ClientOptions, Identity, TlsError, TrustDomains, client_config, peer_id, server_name,
+    ClientOptions, HandshakeFailure, Identity, TlsError, TrustDomains, client_config, peer_id,
+    server_name,
 };
 
 /// Connects to meshed peers (mutual TLS) and pass-through destinations (plain TCP).
@@ -90,6 +91,37 @@ pub enum ConnectError {
     /// The TLS client config could not be rebuilt for a rotated identity.
     #[error("cannot build the tls client config for the rotated identity")]
     Tls(#[source] TlsError),
+}
+
+// === impl ConnectError ===
+
+impl ConnectError {
+    /// A short label for metrics (`reason` of a failed connection): `connect`,
+    /// `connect_timeout`, `handshake`, `handshake_timeout`, `no_spiffe_id` or `tls_config`.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            ConnectError::Connect { .. } => "connect",
+            ConnectError::ConnectTimeout(_) => "connect_timeout",
+            ConnectError::Handshake { .. } => "handshake",
+            ConnectError::HandshakeTimeout(_) => "handshake_timeout",
+            ConnectError::NoPeerIdentity(_) => "no_spiffe_id",
+            ConnectError::NoConfig(_) | ConnectError::Tls(_) => "tls_config",
+        }
+    }
+
+    /// Why the TLS handshake failed, as a metric label
+    /// ([`HandshakeFailure::as_label`], `timeout` or `no_spiffe_id`); `None` when the
+    /// failure was not the handshake's.
+    pub fn handshake_failure(&self) -> Option<&'static str> {
+        match self {
+            ConnectError::Handshake { source, .. } => {
+                Some(HandshakeFailure::of_io(source).as_label())
+            }
+            ConnectError::HandshakeTimeout(_) => Some("timeout"),
+            ConnectError::NoPeerIdentity(_) => Some("no_spiffe_id"),
+            _ => None,
+        }
+    }
 }
 
 // === impl Connector ===

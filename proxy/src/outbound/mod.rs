@@ -5,13 +5,16 @@
 //! accept → original destination (`SO_ORIGINAL_DST`, transparent mode) → [`route`]
 //! (meshed / pass through / refuse) → [`detect`] (h2 preface → ALPN `h2`) → connect
 //! ([`connect`]: mutual TLS with the pod's SVID, the peer's SPIFFE ID verified) → bytes
-//! copied both ways (L4: any protocol).
+//! copied both ways (L4: any protocol) until either side closes, nothing moves for the idle
+//! timeout, or the drain after shutdown is over. Each connection is recorded (metrics, an
+//! access-log line) when it ends.
 //!
 //! Two modes ([`Destinations`]): transparent, where `palisade init`'s iptables rules send the
 //! app's outbound TCP to this listener, and fixed, where the listener stands for one peer
 //! (the demo, a laptop, no root needed).
 //!
-//! Run it with [`Outbound::bind`], then [`Outbound::serve`] or [`Outbound::spawn`].
+//! Run it with [`Outbound::bind`] (or [`Outbound::bind_observed`] to record telemetry), then
+//! [`Outbound::serve`] or [`Outbound::spawn`].
 
 use std::future::Future;
 use std::io;
@@ -20,22 +23,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::listen::{Serving, serve_until};
+use crate::telemetry::Telemetry;
 use crate::tls::TlsError;
 
 pub mod cidr;
 pub mod config;
 pub mod connect;
 pub mod detect;
+mod flow;
+mod observe;
 pub mod route;
 mod serve;
 
 pub use self::cidr::{Cidr, CidrError};
 pub use self::config::{
-    DEFAULT_OUTBOUND_LISTEN, Destinations, MeshRules, OutboundConfig, OutboundTimeouts, Unmeshed,
-    Upstream,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_OUTBOUND_LISTEN, Destinations, MeshRules, OutboundConfig,
+    OutboundTimeouts, Unmeshed, Upstream,
 };
 pub use self::connect::ConnectError;
 pub use self::detect::Protocol;
@@ -48,12 +53,12 @@ pub struct Outbound {
     shared: Arc<serve::Shared>,
 }
 
-/// A running outbound listener (from [`Outbound::spawn`]).
+/// A running outbound listener (from [`Outbound::spawn`]). Dropping it starts the same
+/// drain as [`Running::shutdown`] without waiting for it.
 pub struct Running {
     local_addr: SocketAddr,
     stats: Arc<Stats>,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    serving: Serving,
 }
 
 /// What the outbound side has seen since it started. Counters only go up.
@@ -98,8 +103,16 @@ pub enum OutboundError {
 
 impl Outbound {
     /// Builds the TLS client configs (one per expected peer identity) and binds
-    /// `config.listen`.
+    /// `config.listen`; no telemetry beyond [`Stats`].
     pub async fn bind(config: OutboundConfig) -> Result<Outbound, OutboundError> {
+        Self::bind_observed(config, Telemetry::disabled()).await
+    }
+
+    /// As [`Outbound::bind`], recording metrics and access-log lines into `telemetry`.
+    pub async fn bind_observed(
+        config: OutboundConfig,
+        telemetry: Telemetry,
+    ) -> Result<Outbound, OutboundError> {
         let connector = connect::Connector::new(&config).map_err(OutboundError::Tls)?;
         let addr = config.listen;
         let listen = |source| OutboundError::Listen { addr, source };
@@ -114,6 +127,7 @@ impl Outbound {
             config,
             connector,
             stats: Arc::new(Stats::default()),
+            telemetry,
         });
         Ok(Outbound {
             listener,
@@ -133,30 +147,34 @@ impl Outbound {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and gives open connections
-    /// the drain timeout to finish.
+    /// the drain timeout to finish; those still open then are closed.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
-        let (tx, rx) = watch::channel(false);
-        let serving = serve::accept_loop(self.listener, self.shared, rx);
-        tokio::pin!(serving);
-        tokio::select! {
-            () = &mut serving => return,
-            () = shutdown => {}
-        }
-        let _ = tx.send(true);
-        serving.await;
+        let Outbound {
+            listener, shared, ..
+        } = self;
+        serve_until(
+            |drain| serve::accept_loop(listener, shared, drain),
+            shutdown,
+        )
+        .await;
     }
 
     /// Serves on a new task; stop it with [`Running::shutdown`].
     pub fn spawn(self) -> Running {
-        let (tx, rx) = watch::channel(false);
-        let local_addr = self.local_addr;
-        let stats = self.shared.stats.clone();
-        let task = tokio::spawn(serve::accept_loop(self.listener, self.shared, rx));
+        let Outbound {
+            listener,
+            local_addr,
+            shared,
+        } = self;
+        let stats = shared.stats.clone();
+        let serving = Serving::spawn(
+            |drain| serve::accept_loop(listener, shared, drain),
+            "outbound",
+        );
         Running {
             local_addr,
             stats,
-            shutdown: tx,
-            task,
+            serving,
         }
     }
 }
@@ -184,12 +202,16 @@ impl Running {
         self.stats.clone()
     }
 
-    /// Stops accepting and waits for open connections (bounded by the drain timeout).
+    /// Stops accepting and starts the drain, without waiting for it (a proxy shutting
+    /// down drains its inbound and outbound sides at once).
+    pub fn drain(&self) {
+        self.serving.drain();
+    }
+
+    /// Stops accepting and waits until every connection has ended: open connections get
+    /// the drain timeout to finish, then are closed.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        if let Err(error) = self.task.await {
-            tracing::error!(error = %error, "outbound task failed");
-        }
+        self.serving.shutdown().await;
     }
 }
 

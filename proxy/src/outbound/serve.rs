@@ -1,29 +1,37 @@
 //! The outbound connection steps, top to bottom:
 //!
 //! accept → original destination ([`crate::orig_dst`]) → [`route`] → connect (mutual TLS
-//! or plaintext, [`super::connect`]) → bytes both ways until either side closes.
+//! or plaintext, [`super::connect`]) → bytes both ways ([`super::flow`]) until either side
+//! closes, the idle timeout, or the end of the drain.
 //!
-//! Each connection ends with one log line saying where it went and why it ended.
+//! The accept loop and the drain are [`crate::listen::serve_connections`]'s. Each connection
+//! ends with one log line saying where it went and why it ended, and is recorded by
+//! [`super::observe`] (metrics, access log).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::connect::{ConnectError, Connector};
 use super::detect::{Protocol, detect};
+use super::flow::carry;
+use super::observe::{Connected, Observed};
 use super::route::{Refusal, Route, route};
 use super::{Destinations, OutboundConfig, Stats};
+use crate::listen::{Shutdown, serve_connections};
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::OutboundOutcome;
 
 /// What every connection of one outbound listener shares.
 pub(crate) struct Shared {
     pub(crate) config: OutboundConfig,
     pub(crate) connector: Connector,
     pub(crate) stats: Arc<Stats>,
+    pub(crate) telemetry: Telemetry,
 }
 
 /// Why an outbound connection ended early.
@@ -34,74 +42,71 @@ enum ConnectionError {
     #[error("refused ({})", .0.as_label())]
     Refused(Refusal),
     #[error("cannot reach the destination")]
-    Connect(#[source] ConnectError),
+    Connect {
+        #[source]
+        source: ConnectError,
+        /// Time spent trying.
+        elapsed: Duration,
+    },
 }
 
-/// Accepts connections until `shutdown` flips to true, then gives open ones the drain
-/// timeout to finish.
+/// Accepts connections until `drain` flips to true, then gives open ones the drain timeout
+/// to finish before closing them.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    Stats::incr(&shared.stats.connections_accepted);
-                    connections.spawn(serve_connection(stream, remote, shared.clone()));
-                }
-                Err(error) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %error, "outbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = stopped(&mut shutdown) => break,
-        }
-    }
-    drop(listener);
-    let drain = shared.config.timeouts.drain;
-    let drained = tokio::time::timeout(drain, async {
-        while connections.join_next().await.is_some() {}
-    })
+    let drain_time = shared.config.timeouts.drain;
+    serve_connections(
+        listener,
+        drain,
+        drain_time,
+        "outbound",
+        |(stream, remote), shutdown| serve_connection(stream, remote, shared.clone(), shutdown),
+    )
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            connections = connections.len(),
-            "outbound drain timed out: closing connections"
-        );
-        connections.shutdown().await;
-    }
-}
-
-/// Completes once shutdown has been asked for (or the sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns must not live across an await (it is not Send).
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Runs one connection to its end and logs how it ended.
-async fn serve_connection(app: TcpStream, remote: SocketAddr, shared: Arc<Shared>) {
-    match connection(app, remote, &shared).await {
+async fn serve_connection(
+    app: TcpStream,
+    remote: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+) {
+    Stats::incr(&shared.stats.connections_accepted);
+    let mut observed = Observed::accept(&shared.telemetry, remote);
+    match connection(app, remote, &shared, &mut observed, shutdown).await {
         Ok(()) => {}
         Err(ConnectionError::Refused(refusal)) => {
             Stats::incr(&shared.stats.refused);
+            observed.refused(refusal.as_label());
             tracing::info!(client = %remote, reason = refusal.as_label(), "outbound connection refused");
         }
         Err(error) => {
             Stats::incr(&shared.stats.failed);
+            match &error {
+                ConnectionError::Connect { source, elapsed } => {
+                    observed.failed(
+                        source.as_label(),
+                        source.handshake_failure(),
+                        Some(*elapsed),
+                    );
+                }
+                _ => observed.failed("orig_dst", None, None),
+            }
             tracing::warn!(client = %remote, error = %Chain(&error), "outbound connection failed");
         }
     }
 }
 
 async fn connection(
-    mut app: TcpStream,
+    app: TcpStream,
     remote: SocketAddr,
     shared: &Shared,
+    observed: &mut Observed,
+    shutdown: Shutdown,
 ) -> Result<(), ConnectionError> {
     let _ = app.set_nodelay(true);
     let orig_dst = match shared.config.destinations {
@@ -110,8 +115,13 @@ async fn connection(
             crate::orig_dst::redirected(&app).map_err(ConnectionError::OrigDst)?
         }
     };
+    if let Some(dst) = orig_dst {
+        observed.destination(dst, None);
+    }
+    let idle = shared.config.timeouts.idle;
     match route(&shared.config.destinations, orig_dst) {
         Route::Mesh(upstream) => {
+            observed.destination(upstream.addr, upstream.expected.as_ref());
             let opaque = match &shared.config.destinations {
                 Destinations::Transparent(rules) => {
                     rules.opaque_ports.contains(&upstream.addr.port())
@@ -123,11 +133,23 @@ async fn connection(
             } else {
                 detect(&app, shared.config.timeouts.detect).await
             };
-            let mut meshed = shared
-                .connector
-                .mesh(&upstream, protocol)
-                .await
-                .map_err(ConnectionError::Connect)?;
+            let started = Instant::now();
+            let mut meshed =
+                shared
+                    .connector
+                    .mesh(&upstream, protocol)
+                    .await
+                    .map_err(|source| ConnectionError::Connect {
+                        source,
+                        elapsed: started.elapsed(),
+                    })?;
+            let flow = observed.connected(Connected {
+                outcome: OutboundOutcome::Meshed,
+                peer: Some(&meshed.peer),
+                protocol: Some(protocol),
+                resumed: Some(meshed.resumed),
+                connect: started.elapsed(),
+            });
             Stats::incr(&shared.stats.meshed);
             if meshed.resumed {
                 Stats::incr(&shared.stats.resumed);
@@ -140,18 +162,34 @@ async fn connection(
                 h2 = protocol == Protocol::H2,
                 "outbound connection meshed"
             );
-            // Errors here are either side hanging up; there is nobody to tell.
-            let _ = tokio::io::copy_bidirectional(&mut app, &mut meshed.stream).await;
+            let ended = carry(app, &mut meshed.stream, flow, idle, shutdown).await;
+            observed.closed(ended);
+            tracing::debug!(client = %remote, dst = %upstream.addr, reason = ended.as_str(), "outbound connection closed");
         }
         Route::PassThrough(addr) => {
-            let mut upstream = shared
-                .connector
-                .plain(addr)
-                .await
-                .map_err(ConnectionError::Connect)?;
+            observed.destination(addr, None);
+            let started = Instant::now();
+            let mut upstream =
+                shared
+                    .connector
+                    .plain(addr)
+                    .await
+                    .map_err(|source| ConnectionError::Connect {
+                        source,
+                        elapsed: started.elapsed(),
+                    })?;
+            let flow = observed.connected(Connected {
+                outcome: OutboundOutcome::PassedThrough,
+                peer: None,
+                protocol: None,
+                resumed: None,
+                connect: started.elapsed(),
+            });
             Stats::incr(&shared.stats.passed_through);
             tracing::info!(client = %remote, dst = %addr, "outbound connection passed through");
-            let _ = tokio::io::copy_bidirectional(&mut app, &mut upstream).await;
+            let ended = carry(app, &mut upstream, flow, idle, shutdown).await;
+            observed.closed(ended);
+            tracing::debug!(client = %remote, dst = %addr, reason = ended.as_str(), "outbound connection closed");
         }
         Route::Refuse(refusal) => return Err(ConnectionError::Refused(refusal)),
     }

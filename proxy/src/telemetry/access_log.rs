@@ -1,6 +1,8 @@
-//! Telemetry, access log: one JSON line per finished request, written off the request path.
+//! Telemetry, access log: one JSON line per finished request, and one per outbound
+//! connection, written off the request path.
 //!
-//! Takes an [`AccessRecord`] from the request's observer when the request ends; passes it
+//! Takes an [`AccessRecord`] from the request's observer when the request ends (or a
+//! [`ConnectionRecord`] from the outbound side when a connection ends); passes it
 //! through a bounded queue to a writer thread that serializes it and writes one line to its
 //! sink (stdout in `palisade proxy`). A full queue drops the line and counts it
 //! (`palisade_access_log_dropped_total`): a slow stdout never slows a request.
@@ -9,7 +11,8 @@
 //!
 //! A record holds only what its fields name: the normalized path (never the query string,
 //! where tokens travel), no header values (no `Authorization`, `Cookie`, …), no certificate
-//! or key material. Only the peer's verified SPIFFE ID identifies the caller.
+//! or key material. Only the peer's verified SPIFFE ID identifies the caller. A connection
+//! record holds addresses, identities, counts and times: never a byte of what was carried.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -79,6 +82,41 @@ pub struct AccessRecord {
     pub trace_id: Option<String>,
 }
 
+/// One access-log line for an outbound connection (L4: no request fields).
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionRecord {
+    /// When the app's connection was accepted, RFC 3339 in UTC with milliseconds.
+    pub timestamp: String,
+    /// `outbound`.
+    pub direction: &'static str,
+    /// The app's address (the connecting socket).
+    pub client: String,
+    /// Where the connection went (or was meant to go): the original destination or the
+    /// fixed peer; absent when it could not be read.
+    pub destination: Option<String>,
+    /// The verified SPIFFE ID of a meshed peer; absent otherwise.
+    pub peer_id: Option<String>,
+    /// The SPIFFE ID the peer had to present, when one was configured.
+    pub expected_peer_id: Option<String>,
+    /// `meshed`, `passed_through`, `refused` or `failed`.
+    pub outcome: &'static str,
+    /// Why it was refused or failed, or how a carried connection ended (`closed`, `error`,
+    /// `idle_timeout`, `drain_timeout`).
+    pub reason: String,
+    /// ALPN offered to a meshed peer: `h2`, or absent (opaque bytes).
+    pub alpn: Option<&'static str>,
+    /// Whether the TLS session was resumed (meshed only).
+    pub tls_resumed: Option<bool>,
+    /// Time to connect (TCP, and the TLS handshake when meshed), milliseconds.
+    pub connect_ms: Option<f64>,
+    /// Time from accept to close, milliseconds.
+    pub duration_ms: f64,
+    /// Bytes copied from the app to the destination.
+    pub bytes_sent: u64,
+    /// Bytes copied from the destination to the app.
+    pub bytes_received: u64,
+}
+
 /// The sending side of the access log; clones share the queue.
 #[derive(Clone, Debug)]
 pub struct AccessLog {
@@ -98,6 +136,7 @@ pub struct AccessLogWriter {
 #[derive(Debug)]
 enum Entry {
     Line(Box<AccessRecord>),
+    Connection(Box<ConnectionRecord>),
     Flush(SyncSender<()>),
 }
 
@@ -176,6 +215,16 @@ impl AccessLog {
         }
     }
 
+    /// Queues one outbound connection line; drops and counts it when the writer is behind.
+    pub fn send_connection(&self, record: ConnectionRecord) {
+        match self.queue.try_send(Entry::Connection(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.inc();
+            }
+        }
+    }
+
     /// Waits (at most `limit`) until the lines queued so far are written and flushed.
     pub fn flush(&self, limit: Duration) {
         let (done, wait) = sync_channel(1);
@@ -202,16 +251,19 @@ fn write_lines(entries: Receiver<Entry>, mut sink: Box<dyn Write + Send>) {
         // Write what is queued, then flush once: lines show up promptly, bursts batch.
         let mut next = Some(first);
         while let Some(entry) = next {
-            match entry {
-                Entry::Line(record) => {
-                    line.clear();
-                    if serde_json::to_writer(&mut line, &record).is_ok() {
-                        line.push(b'\n');
-                        // A closed stdout loses the line; keep draining so senders never block.
-                        let _ = sink.write_all(&line);
-                    }
+            line.clear();
+            let encoded = match entry {
+                Entry::Line(record) => Some(serde_json::to_writer(&mut line, &record)),
+                Entry::Connection(record) => Some(serde_json::to_writer(&mut line, &record)),
+                Entry::Flush(done) => {
+                    waiting.push(done);
+                    None
                 }
-                Entry::Flush(done) => waiting.push(done),
+            };
+            if let Some(Ok(())) = encoded {
+                line.push(b'\n');
+                // A closed stdout loses the line; keep draining so senders never block.
+                let _ = sink.write_all(&line);
             }
             next = entries.try_recv().ok();
         }

@@ -1,8 +1,10 @@
 //! Telemetry, metrics: the Prometheus families palisade records and their exposition.
 //!
 //! Takes what the request path observed (a finished request's labels and duration, a failed
-//! handshake's reason, a detection outcome, a connection opening and closing) and the reload
-//! status; passes on the OpenMetrics text the admin port serves on `/metrics`.
+//! handshake's reason, a detection outcome, a connection opening and closing), what the
+//! outbound side observed (each connection's outcome and peer, its connect time, the bytes it
+//! carried and how it ended) and the reload status; passes on the OpenMetrics text the admin
+//! port serves on `/metrics`.
 //!
 //! Recording is an atomic add on a pre-registered family; label values are small enums or
 //! shared strings (`Arc<str>`, interned per route template and per peer connection), so a
@@ -112,6 +114,32 @@ pub enum DetectOutcome {
     Error,
 }
 
+/// What became of one outbound connection.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum OutboundOutcome {
+    /// Carried over mutual TLS to a verified peer: `meshed`.
+    Meshed,
+    /// Carried in plaintext to an unmeshed destination: `passed_through`.
+    PassedThrough,
+    /// Closed without connecting (unmeshed destination refused, or a loop): `refused`.
+    Refused,
+    /// Connecting failed (TCP connect, TLS handshake, peer identity): `failed`.
+    Failed,
+}
+
+/// How a carried outbound connection ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The app or the destination closed it: `closed`.
+    Closed,
+    /// A read or write failed (reset): `error`.
+    Error,
+    /// No byte either way for the idle timeout: `idle_timeout`.
+    IdleTimeout,
+    /// Still open when the drain time after shutdown was up: `drain_timeout`.
+    DrainTimeout,
+}
+
 /// Label values written as fixed text.
 macro_rules! label_values {
     ($($ty:ty { $($variant:ident => $text:literal),+ $(,)? })+) => {$(
@@ -143,6 +171,14 @@ label_values! {
         ServerError => "5xx",
     }
     DetectOutcome { Tls => "tls", Plaintext => "plaintext", Timeout => "timeout", Error => "error" }
+    OutboundOutcome {
+        Meshed => "meshed", PassedThrough => "passed_through", Refused => "refused",
+        Failed => "failed",
+    }
+    CloseReason {
+        Closed => "closed", Error => "error", IdleTimeout => "idle_timeout",
+        DrainTimeout => "drain_timeout",
+    }
 }
 
 /// Labels of `palisade_requests_total`.
@@ -190,6 +226,50 @@ struct KindLabels {
     kind: String,
 }
 
+/// Labels of `palisade_outbound_connections_total`: the outcome and the destination peer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboundLabels {
+    /// What became of the connection.
+    pub outcome: OutboundOutcome,
+    /// Why it was refused or failed (`unmeshed`, `loop`, `connect`, `connect_timeout`,
+    /// `handshake`, `handshake_timeout`, `no_spiffe_id`, `tls_config`, `orig_dst`); empty
+    /// for meshed and passed-through connections.
+    pub reason: &'static str,
+    /// The peer's namespace (`/ns/<ns>/…` of its SPIFFE ID: the verified one when meshed,
+    /// the expected one when a meshed connection failed); empty if none.
+    pub peer_namespace: Arc<str>,
+    /// The peer's service account (`…/sa/<sa>`); empty if none.
+    pub peer_sa: Arc<str>,
+}
+
+/// Labels of the outbound byte counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundPeerLabels {
+    outcome: OutboundOutcome,
+    peer_namespace: Arc<str>,
+    peer_sa: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundOutcomeLabels {
+    outcome: OutboundOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    reason: CloseReason,
+}
+
+/// The byte counters of one carried outbound connection, resolved once so that each copied
+/// chunk costs one atomic add.
+#[derive(Clone, Debug)]
+pub struct OutboundBytes {
+    /// Bytes from the app to the destination (`palisade_outbound_sent_bytes_total`).
+    pub sent: Counter,
+    /// Bytes from the destination to the app (`palisade_outbound_received_bytes_total`).
+    pub received: Counter,
+}
+
 /// Every metric palisade records, registered once. Clone shares the same series.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -207,9 +287,22 @@ struct Inner {
     connections_accepted: Counter,
     spans_dropped: Counter,
     access_log_dropped: Counter,
+    outbound: OutboundFamilies,
     routes: RwLock<HashMap<Box<str>, Arc<str>>>,
     empty: Arc<str>,
     other: Arc<str>,
+}
+
+/// The outbound side's families.
+#[derive(Debug)]
+struct OutboundFamilies {
+    connections: Family<OutboundLabels, Counter>,
+    open: Gauge,
+    connect_durations: Family<OutboundOutcomeLabels, Histogram>,
+    handshake_failures: Family<ReasonLabels, Counter>,
+    sent: Family<OutboundPeerLabels, Counter>,
+    received: Family<OutboundPeerLabels, Counter>,
+    closed: Family<CloseLabels, Counter>,
 }
 
 /// Renders the reload status at scrape time.
@@ -273,6 +366,7 @@ impl Metrics {
             "Access-log lines dropped because the writer fell behind",
             access_log_dropped.clone(),
         );
+        let outbound = OutboundFamilies::register(&mut registry);
         if let Some(status) = status {
             registry.register_collector(Box::new(ReloadCollector(status)));
         }
@@ -287,6 +381,7 @@ impl Metrics {
                 connections_accepted,
                 spans_dropped,
                 access_log_dropped,
+                outbound,
                 routes: RwLock::new(HashMap::new()),
                 empty: Arc::from(""),
                 other: Arc::from("other"),
@@ -381,6 +476,65 @@ impl Metrics {
         self.inner.access_log_dropped.clone()
     }
 
+    /// Counts an outbound connection as open until the guard is dropped.
+    pub fn outbound_connection(&self) -> OpenOutboundConnection {
+        self.inner.outbound.open.inc();
+        OpenOutboundConnection(self.clone())
+    }
+
+    /// Counts an outbound connection's outcome (once per connection).
+    pub fn outbound_outcome(&self, labels: &OutboundLabels) {
+        self.inner.outbound.connections.get_or_create(labels).inc();
+    }
+
+    /// Records how long connecting took (TCP connect, and the TLS handshake when meshed).
+    pub fn outbound_connect_duration(&self, outcome: OutboundOutcome, elapsed: Duration) {
+        self.inner
+            .outbound
+            .connect_durations
+            .get_or_create(&OutboundOutcomeLabels { outcome })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a failed outbound handshake; `reason` is a
+    /// [`HandshakeFailure::as_label`](crate::tls::HandshakeFailure::as_label) (or `timeout`,
+    /// `no_spiffe_id`).
+    pub fn outbound_handshake_failed(&self, reason: &'static str) {
+        self.inner
+            .outbound
+            .handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// The byte counters of a connection with this outcome and peer.
+    pub fn outbound_bytes(
+        &self,
+        outcome: OutboundOutcome,
+        peer_namespace: &Arc<str>,
+        peer_sa: &Arc<str>,
+    ) -> OutboundBytes {
+        let labels = OutboundPeerLabels {
+            outcome,
+            peer_namespace: peer_namespace.clone(),
+            peer_sa: peer_sa.clone(),
+        };
+        let outbound = &self.inner.outbound;
+        OutboundBytes {
+            sent: outbound.sent.get_or_create(&labels).clone(),
+            received: outbound.received.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Counts how a carried outbound connection ended.
+    pub fn outbound_closed(&self, reason: CloseReason) {
+        self.inner
+            .outbound
+            .closed
+            .get_or_create(&CloseLabels { reason })
+            .inc();
+    }
+
     /// The OpenMetrics text of every family, as `/metrics` serves it.
     pub fn render(&self) -> String {
         let mut text = String::with_capacity(8 * 1024);
@@ -449,6 +603,71 @@ pub struct OpenConnection(Metrics);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.inner.connections_open.dec();
+    }
+}
+
+/// An open outbound connection, counted in `palisade_outbound_connections_open` until
+/// dropped.
+#[derive(Debug)]
+pub struct OpenOutboundConnection(Metrics);
+
+impl Drop for OpenOutboundConnection {
+    fn drop(&mut self) {
+        self.0.inner.outbound.open.dec();
+    }
+}
+
+// === impl OutboundFamilies ===
+
+impl OutboundFamilies {
+    fn register(registry: &mut Registry) -> OutboundFamilies {
+        let families = OutboundFamilies {
+            connections: Family::default(),
+            open: Gauge::default(),
+            connect_durations: Family::new_with_constructor(
+                duration_histogram as fn() -> Histogram,
+            ),
+            handshake_failures: Family::default(),
+            sent: Family::default(),
+            received: Family::default(),
+            closed: Family::default(),
+        };
+        registry.register(
+            "outbound_connections",
+            "Outbound connections by outcome (meshed, passed_through, refused, failed), reason and destination peer",
+            families.connections.clone(),
+        );
+        registry.register(
+            "outbound_connections_open",
+            "Outbound connections currently open",
+            families.open.clone(),
+        );
+        registry.register(
+            "outbound_connect_duration_seconds",
+            "Time to connect to the destination: TCP connect, and the TLS handshake when meshed",
+            families.connect_durations.clone(),
+        );
+        registry.register(
+            "outbound_tls_handshake_failures",
+            "Outbound TLS handshakes with meshed peers that failed, by reason",
+            families.handshake_failures.clone(),
+        );
+        registry.register(
+            "outbound_sent_bytes",
+            "Bytes copied from the app to the destination",
+            families.sent.clone(),
+        );
+        registry.register(
+            "outbound_received_bytes",
+            "Bytes copied from the destination to the app",
+            families.received.clone(),
+        );
+        registry.register(
+            "outbound_connections_closed",
+            "Carried outbound connections by how they ended (closed, error, idle_timeout, drain_timeout)",
+            families.closed.clone(),
+        );
+        families
     }
 }
 
@@ -608,6 +827,43 @@ mod tests {
             metrics.route(Some(&format!("/r/{i}")));
         }
         assert_eq!(&*metrics.route(Some("/new")), "other");
+    }
+
+    #[test]
+    fn renders_outbound_families() {
+        let metrics = Metrics::new(None);
+        let (ns, sa): (Arc<str>, Arc<str>) = (Arc::from("shop"), Arc::from("orders"));
+        let open = metrics.outbound_connection();
+        metrics.outbound_outcome(&OutboundLabels {
+            outcome: OutboundOutcome::Meshed,
+            reason: "",
+            peer_namespace: ns.clone(),
+            peer_sa: sa.clone(),
+        });
+        metrics.outbound_connect_duration(OutboundOutcome::Meshed, Duration::from_millis(2));
+        metrics.outbound_handshake_failed("unexpected_peer_id");
+        let bytes = metrics.outbound_bytes(OutboundOutcome::Meshed, &ns, &sa);
+        bytes.sent.inc_by(10);
+        bytes.received.inc_by(32);
+        metrics.outbound_closed(CloseReason::IdleTimeout);
+        let text = metrics.render();
+        for expected in [
+            r#"palisade_outbound_connections_total{outcome="meshed",reason="",peer_namespace="shop",peer_sa="orders"} 1"#,
+            "palisade_outbound_connections_open 1",
+            r#"palisade_outbound_connect_duration_seconds_count{outcome="meshed"} 1"#,
+            r#"palisade_outbound_tls_handshake_failures_total{reason="unexpected_peer_id"} 1"#,
+            r#"palisade_outbound_sent_bytes_total{outcome="meshed",peer_namespace="shop",peer_sa="orders"} 10"#,
+            r#"palisade_outbound_received_bytes_total{outcome="meshed",peer_namespace="shop",peer_sa="orders"} 32"#,
+            r#"palisade_outbound_connections_closed_total{reason="idle_timeout"} 1"#,
+        ] {
+            assert!(text.contains(expected), "{expected} in:\n{text}");
+        }
+        drop(open);
+        assert!(
+            metrics
+                .render()
+                .contains("palisade_outbound_connections_open 0")
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //!
 //! Takes a [`TelemetryConfig`] (built by the CLI; nothing here reads the environment) and,
 //! from the inbound side, every connection, handshake failure, detection and request
-//! ([`observe`] is the tower layer that watches requests); passes on the metrics text the
-//! admin port serves, spans to the collector and lines to stdout.
+//! ([`observe`] is the tower layer that watches requests), and from the outbound side every
+//! connection (`outbound/observe.rs`); passes on the metrics text the admin port serves,
+//! spans to the collector and lines to stdout.
 //!
 //! [`Telemetry::disabled`] records nothing and costs one branch per request: the inbound
 //! side's default, and the "off" side of the benchmark.
@@ -20,6 +21,7 @@ pub mod metrics;
 pub(crate) mod observe;
 pub mod trace;
 
+pub use self::access_log::ConnectionRecord;
 pub use self::access_log::{AccessLog, AccessLogConfig, AccessLogError, AccessRecord};
 pub use self::metrics::Metrics;
 pub use self::trace::{TraceConfig, TraceError, Tracing};

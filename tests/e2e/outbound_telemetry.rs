@@ -1,0 +1,412 @@
+//! The outbound side's telemetry and lifecycle with real parts on 127.0.0.1 (no root): an
+//! app's TCP connections through palisade's outbound listener (fixed destination) to a
+//! peer that speaks mutual TLS with its own SVID and echoes; the admin port's `/metrics`
+//! text, the JSON access-log lines, the idle timeout closing a silent connection, and the
+//! drain on shutdown.
+//!
+//! In-process (the library, as `palisade proxy` runs it): the binary gives the outbound
+//! side its telemetry through `src/cmd/outbound_args.rs`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use palisade_config::SpiffeId;
+use palisade_proxy::admin::{Admin, AdminConfig, AdminState, Readiness};
+use palisade_proxy::outbound::{Destinations, Outbound, OutboundConfig, Running, Upstream};
+use palisade_proxy::pki::{Ca, SvidOptions, write_identity};
+use palisade_proxy::telemetry::{AccessLogConfig, Telemetry, TelemetryConfig, TelemetryTasks};
+use palisade_proxy::tls::{Identity, TrustDomains, server_config};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const APP_ID: &str = "spiffe://cluster.local/ns/web/sa/frontend";
+const PEER_ID: &str = "spiffe://cluster.local/ns/shop/sa/orders";
+const STRANGER: &str = "spiffe://cluster.local/ns/other/sa/stranger";
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// Certificates of one test.
+struct Pki {
+    ca: Ca,
+    dir: tempfile::TempDir,
+}
+
+/// What the access log wrote.
+#[derive(Clone, Default)]
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+/// Telemetry with the access log on, the admin port serving its `/metrics`.
+struct Observed {
+    telemetry: Telemetry,
+    tasks: TelemetryTasks,
+    sink: Sink,
+    admin: Admin,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        Pki {
+            ca: Ca::new("cluster.local").expect("ca"),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn identity(&self, id: &str) -> Identity {
+        let svid = self
+            .ca
+            .issue_svid(id, &SvidOptions::default())
+            .expect("svid");
+        let dir = self.dir.path().join(id.replace(['/', ':'], "_"));
+        let paths = write_identity(&dir, &svid, self.ca.bundle_pem()).expect("identity files");
+        Identity::load(&paths).expect("identity loads")
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("sink").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Observed {
+    async fn start() -> Observed {
+        let sink = Sink::default();
+        let config = TelemetryConfig {
+            access_log: AccessLogConfig {
+                enabled: true,
+                ..AccessLogConfig::default()
+            },
+            ..TelemetryConfig::default()
+        };
+        let (telemetry, tasks) =
+            Telemetry::start(config, Box::new(sink.clone())).expect("telemetry starts");
+        let state = AdminState {
+            telemetry: telemetry.clone(),
+            status: None,
+            readiness: Readiness::default(),
+        };
+        let listen = "127.0.0.1:0".parse().expect("addr");
+        let admin = Admin::spawn(&AdminConfig { listen }, state)
+            .await
+            .expect("admin starts");
+        Observed {
+            telemetry,
+            tasks,
+            sink,
+            admin,
+        }
+    }
+
+    /// The admin port's `/metrics` (Prometheus text), over a real HTTP/1.1 connection.
+    async fn metrics(&self) -> String {
+        let mut stream = TcpStream::connect(self.admin.local_addr())
+            .await
+            .expect("admin connect");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut response = Vec::new();
+        tokio::time::timeout(LIMIT, stream.read_to_end(&mut response))
+            .await
+            .expect("metrics in time")
+            .expect("metrics read");
+        let response = String::from_utf8_lossy(&response).into_owned();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
+    /// Waits (bounded) until `/metrics` has every line of `expected`; returns the text.
+    async fn metrics_with(&self, expected: &[&str]) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let text = self.metrics().await;
+            if expected.iter().all(|line| has_sample(&text, line)) {
+                return text;
+            }
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|line| !has_sample(&text, line))
+                .collect();
+            assert!(Instant::now() < deadline, "missing {missing:?} in:\n{text}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes the queued access-log lines and returns them, parsed.
+    async fn finish(self) -> Vec<Value> {
+        self.admin.shutdown().await;
+        self.tasks.finish(LIMIT).await;
+        let bytes = self.sink.0.lock().expect("sink").clone();
+        let text = String::from_utf8(bytes).expect("utf-8 log");
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+            .collect()
+    }
+}
+
+/// Whether `text` has the sample line `line` (name, labels and value).
+fn has_sample(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+/// A meshed peer: mutual TLS with `id`'s SVID (client certificates verified), echoing what
+/// it reads until the client closes.
+async fn echo_peer(pki: &Pki, id: &str) -> SocketAddr {
+    let identity = pki.identity(id);
+    let config = server_config(&identity, &TrustDomains::of(identity.id())).expect("tls");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (mut read, mut write) = tokio::io::split(tls);
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+                let _ = write.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// An outbound listener presenting the app's identity, for the peer at `peer` that must be
+/// `expected`, with the given idle and drain times.
+async fn outbound(
+    pki: &Pki,
+    telemetry: &Telemetry,
+    peer: SocketAddr,
+    expected: &str,
+    idle: Duration,
+    drain: Duration,
+) -> Running {
+    let destinations = Destinations::Fixed(Upstream {
+        addr: peer,
+        expected: Some(SpiffeId::parse(expected).expect("id")),
+    });
+    let listen = "127.0.0.1:0".parse().expect("addr");
+    let mut config = OutboundConfig::new(listen, destinations, pki.identity(APP_ID));
+    config.timeouts.idle = idle;
+    config.timeouts.drain = drain;
+    Outbound::bind_observed(config, telemetry.clone())
+        .await
+        .expect("outbound binds")
+        .spawn()
+}
+
+/// Writes `bytes` through `stream` and reads the same number back.
+async fn echo(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.write_all(bytes).await.expect("write");
+    let mut back = vec![0u8; bytes.len()];
+    tokio::time::timeout(LIMIT, stream.read_exact(&mut back))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(back, bytes);
+}
+
+/// Reads until the other side closes (bounded); returns how long that took.
+async fn closed(stream: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(LIMIT, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    started.elapsed()
+}
+
+fn line<'a>(lines: &'a [Value], outcome: &str, reason: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|l| l["outcome"] == outcome && l["reason"] == reason)
+        .unwrap_or_else(|| panic!("no {outcome}/{reason} line in {lines:#?}"))
+}
+
+#[tokio::test]
+async fn outbound_connections_are_counted_and_logged() {
+    let pki = Pki::new();
+    let observed = Observed::start().await;
+    let peer = echo_peer(&pki, PEER_ID).await;
+    let hour = Duration::from_secs(3600);
+    let good = outbound(&pki, &observed.telemetry, peer, PEER_ID, hour, LIMIT).await;
+    // Expects another identity than the peer's: the handshake must fail.
+    let wrong = outbound(&pki, &observed.telemetry, peer, STRANGER, hour, LIMIT).await;
+
+    let mut app = TcpStream::connect(good.local_addr())
+        .await
+        .expect("connect");
+    echo(&mut app, b"hello, peer").await;
+    echo(&mut app, b"again").await;
+    app.shutdown().await.expect("app closes");
+    closed(&mut app).await;
+
+    let mut refused = TcpStream::connect(wrong.local_addr())
+        .await
+        .expect("connect");
+    let _ = refused.write_all(b"secret-payload").await;
+    closed(&mut refused).await;
+
+    let meshed = r#"outcome="meshed",peer_namespace="shop",peer_sa="orders""#;
+    let text = observed
+        .metrics_with(&[
+            r#"palisade_outbound_connections_total{outcome="meshed",reason="",peer_namespace="shop",peer_sa="orders"} 1"#,
+            r#"palisade_outbound_connections_total{outcome="failed",reason="handshake",peer_namespace="other",peer_sa="stranger"} 1"#,
+            r#"palisade_outbound_tls_handshake_failures_total{reason="unexpected_peer_id"} 1"#,
+            &format!("palisade_outbound_sent_bytes_total{{{meshed}}} 16"),
+            &format!("palisade_outbound_received_bytes_total{{{meshed}}} 16"),
+            r#"palisade_outbound_connect_duration_seconds_count{outcome="meshed"} 1"#,
+            r#"palisade_outbound_connect_duration_seconds_count{outcome="failed"} 1"#,
+            r#"palisade_outbound_connections_closed_total{reason="closed"} 1"#,
+            "palisade_outbound_connections_open 0",
+        ])
+        .await;
+    // Bounded labels: no address or port of either side is a label value.
+    for addr in [peer, good.local_addr(), wrong.local_addr()] {
+        assert!(!text.contains(&addr.to_string()), "{addr} in:\n{text}");
+    }
+    assert!(
+        text.contains("# TYPE palisade_outbound_connections_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE palisade_outbound_connect_duration_seconds histogram"),
+        "{text}"
+    );
+
+    good.shutdown().await;
+    wrong.shutdown().await;
+    let lines = observed.finish().await;
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    let ok = line(&lines, "meshed", "closed");
+    assert_eq!(ok["direction"], "outbound");
+    assert_eq!(ok["destination"], peer.to_string());
+    assert_eq!(ok["peer_id"], PEER_ID);
+    assert_eq!(ok["expected_peer_id"], PEER_ID);
+    assert_eq!(ok["bytes_sent"], 16);
+    assert_eq!(ok["bytes_received"], 16);
+    assert_eq!(ok["tls_resumed"], false);
+    assert!(ok["connect_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{ok}");
+    assert!(
+        ok["duration_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{ok}"
+    );
+    let failed = line(&lines, "failed", "handshake");
+    assert_eq!(failed["peer_id"], Value::Null);
+    assert_eq!(failed["expected_peer_id"], STRANGER);
+    assert_eq!(failed["bytes_sent"], 0);
+    let all = serde_json::to_string(&lines).expect("json");
+    for secret in ["hello, peer", "secret-payload", "PRIVATE KEY", "BEGIN"] {
+        assert!(!all.contains(secret), "{secret} in the access log: {all}");
+    }
+}
+
+#[tokio::test]
+async fn a_silent_outbound_connection_is_closed_after_the_idle_timeout() {
+    let pki = Pki::new();
+    let observed = Observed::start().await;
+    let peer = echo_peer(&pki, PEER_ID).await;
+    let idle = Duration::from_millis(400);
+    let running = outbound(&pki, &observed.telemetry, peer, PEER_ID, idle, LIMIT).await;
+
+    let mut silent = TcpStream::connect(running.local_addr())
+        .await
+        .expect("connect");
+    let mut chatty = TcpStream::connect(running.local_addr())
+        .await
+        .expect("connect");
+    echo(&mut silent, b"once").await;
+    let silent_since = Instant::now();
+    // The chatty connection keeps talking for longer than the idle timeout, more often.
+    let keep_talking = tokio::spawn(async move {
+        for _ in 0..8 {
+            echo(&mut chatty, b"tick").await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        chatty
+    });
+    closed(&mut silent).await;
+    let after = silent_since.elapsed();
+    assert!(
+        after >= idle,
+        "closed after {after:?}, before the idle timeout"
+    );
+    // Still open and carrying bytes, well past the idle timeout of the silent one.
+    let mut chatty = keep_talking.await.expect("chatty connection");
+    echo(&mut chatty, b"still here").await;
+
+    observed
+        .metrics_with(&[
+            r#"palisade_outbound_connections_closed_total{reason="idle_timeout"} 1"#,
+            "palisade_outbound_connections_open 1",
+        ])
+        .await;
+    drop(chatty);
+    running.shutdown().await;
+    let lines = observed.finish().await;
+    let idled = line(&lines, "meshed", "idle_timeout");
+    assert_eq!(idled["bytes_sent"], 4);
+    assert_eq!(idled["bytes_received"], 4);
+}
+
+#[tokio::test]
+async fn shutdown_drains_open_outbound_connections_then_closes_them() {
+    let pki = Pki::new();
+    let observed = Observed::start().await;
+    let peer = echo_peer(&pki, PEER_ID).await;
+    let drain = Duration::from_millis(800);
+    let hour = Duration::from_secs(3600);
+    let running = outbound(&pki, &observed.telemetry, peer, PEER_ID, hour, drain).await;
+    let addr = running.local_addr();
+
+    let mut finishing = TcpStream::connect(addr).await.expect("connect");
+    let mut lingering = TcpStream::connect(addr).await.expect("connect");
+    echo(&mut finishing, b"before").await;
+    echo(&mut lingering, b"before").await;
+
+    let started = Instant::now();
+    running.drain();
+    // No new connections once draining.
+    let deadline = Instant::now() + LIMIT;
+    while TcpStream::connect(addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting while draining");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Open connections still carry bytes while draining, and may finish.
+    echo(&mut finishing, b"during the drain").await;
+    finishing.shutdown().await.expect("close");
+    closed(&mut finishing).await;
+    // The other one is still open when the drain time is up: closed.
+    closed(&mut lingering).await;
+    running.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took >= drain,
+        "shutdown took {took:?}, less than the drain time"
+    );
+
+    observed
+        .metrics_with(&[
+            r#"palisade_outbound_connections_closed_total{reason="closed"} 1"#,
+            r#"palisade_outbound_connections_closed_total{reason="drain_timeout"} 1"#,
+            "palisade_outbound_connections_open 0",
+        ])
+        .await;
+    let lines = observed.finish().await;
+    let cut = line(&lines, "meshed", "drain_timeout");
+    assert_eq!(cut["bytes_sent"], 6);
+    let done = line(&lines, "meshed", "closed");
+    assert_eq!(done["bytes_sent"], 22);
+}
