@@ -8,6 +8,7 @@
 //! ends with one log line saying where it went and why it ended, and is recorded by
 //! [`super::observe`] (metrics, access log).
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use super::route::{Refusal, Route, route};
 use super::{Destinations, OutboundConfig, Stats};
 use crate::listen::{Shutdown, serve_connections};
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::OutboundOutcome;
+use crate::telemetry::metrics::{CloseReason, OutboundOutcome};
 
 /// What every connection of one outbound listener shares.
 pub(crate) struct Shared {
@@ -133,22 +134,13 @@ async fn connection(
             } else {
                 detect(&app, shared.config.timeouts.detect).await
             };
-            let started = Instant::now();
-            let mut meshed =
-                shared
-                    .connector
-                    .mesh(&upstream, protocol)
-                    .await
-                    .map_err(|source| ConnectionError::Connect {
-                        source,
-                        elapsed: started.elapsed(),
-                    })?;
+            let (mut meshed, connect) = timed(shared.connector.mesh(&upstream, protocol)).await?;
             let flow = observed.connected(Connected {
                 outcome: OutboundOutcome::Meshed,
                 peer: Some(&meshed.peer),
                 protocol: Some(protocol),
                 resumed: Some(meshed.resumed),
-                connect: started.elapsed(),
+                connect,
             });
             Stats::incr(&shared.stats.meshed);
             if meshed.resumed {
@@ -163,37 +155,46 @@ async fn connection(
                 "outbound connection meshed"
             );
             let ended = carry(app, &mut meshed.stream, flow, idle, shutdown).await;
-            observed.closed(ended);
-            tracing::debug!(client = %remote, dst = %upstream.addr, reason = ended.as_str(), "outbound connection closed");
+            closed(observed, ended, remote, upstream.addr);
         }
         Route::PassThrough(addr) => {
             observed.destination(addr, None);
-            let started = Instant::now();
-            let mut upstream =
-                shared
-                    .connector
-                    .plain(addr)
-                    .await
-                    .map_err(|source| ConnectionError::Connect {
-                        source,
-                        elapsed: started.elapsed(),
-                    })?;
+            let (mut upstream, connect) = timed(shared.connector.plain(addr)).await?;
             let flow = observed.connected(Connected {
                 outcome: OutboundOutcome::PassedThrough,
                 peer: None,
                 protocol: None,
                 resumed: None,
-                connect: started.elapsed(),
+                connect,
             });
             Stats::incr(&shared.stats.passed_through);
             tracing::info!(client = %remote, dst = %addr, "outbound connection passed through");
             let ended = carry(app, &mut upstream, flow, idle, shutdown).await;
-            observed.closed(ended);
-            tracing::debug!(client = %remote, dst = %addr, reason = ended.as_str(), "outbound connection closed");
+            closed(observed, ended, remote, addr);
         }
         Route::Refuse(refusal) => return Err(ConnectionError::Refused(refusal)),
     }
     Ok(())
+}
+
+/// Runs one connect step and notes how long it took, failed or not.
+async fn timed<T>(
+    connecting: impl Future<Output = Result<T, ConnectError>>,
+) -> Result<(T, Duration), ConnectionError> {
+    let started = Instant::now();
+    match connecting.await {
+        Ok(connected) => Ok((connected, started.elapsed())),
+        Err(source) => Err(ConnectionError::Connect {
+            source,
+            elapsed: started.elapsed(),
+        }),
+    }
+}
+
+/// Records and logs how a carried connection ended.
+fn closed(observed: &mut Observed, ended: CloseReason, remote: SocketAddr, dst: SocketAddr) {
+    observed.closed(ended);
+    tracing::debug!(client = %remote, dst = %dst, reason = ended.as_str(), "outbound connection closed");
 }
 
 /// Displays an error with its sources, `a: b: c`.
