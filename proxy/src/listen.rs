@@ -60,6 +60,16 @@ pub trait Accept: Send + 'static {
     fn accept(&self) -> impl Future<Output = io::Result<Self::Connection>> + Send;
 }
 
+/// The inbound listener with the app address its original destinations map to: what the
+/// inbound side's [`serve_connections`] accepts from.
+#[derive(Debug)]
+pub struct AppListener {
+    /// The bound listener.
+    pub listener: Listener,
+    /// The app the accepted connections are forwarded to.
+    pub app: AppConfig,
+}
+
 /// What each connection of a listener watches to learn that the listener stops.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
@@ -133,6 +143,14 @@ impl Accept for TcpListener {
 
     fn accept(&self) -> impl Future<Output = io::Result<Self::Connection>> + Send {
         TcpListener::accept(self)
+    }
+}
+
+impl Accept for AppListener {
+    type Connection = Accepted;
+
+    fn accept(&self) -> impl Future<Output = io::Result<Accepted>> + Send {
+        self.listener.accept(&self.app)
     }
 }
 
