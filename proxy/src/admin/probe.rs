@@ -528,4 +528,112 @@ mod tests {
             assert!(AppProbes::from_json(bad).is_err(), "{why}: {bad}");
         }
     }
+
+    /// An app on 127.0.0.1:0 answering every request with `status`, over TLS when `tls`.
+    async fn app(status: u16, tls: Option<Arc<rustls::ServerConfig>>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| async move {
+                        let mut response = http::Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"app body"),
+                        ));
+                        *response.status_mut() = StatusCode::from_u16(status).expect("status");
+                        Ok::<_, std::convert::Infallible>(response)
+                    });
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(tls) => {
+                            let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(tls).accept(stream).await
+                            else {
+                                return;
+                            };
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                    };
+                });
+            }
+        });
+        port
+    }
+
+    fn self_signed() -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let ca = crate::pki::Ca::new("cluster.local").expect("ca");
+        let svid = ca
+            .issue_svid("spiffe://cluster.local/ns/a/sa/app", &Default::default())
+            .expect("svid");
+        let chain = CertificateDer::pem_slice_iter(svid.chain_pem().as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(svid.key_pem().as_bytes())
+            .expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        Arc::new(config)
+    }
+
+    #[tokio::test]
+    async fn https_probe_skips_verification_like_the_kubelet() {
+        let ok = app(204, Some(self_signed())).await;
+        let failing = app(503, Some(self_signed())).await;
+        let plain = app(200, None).await;
+        let probes = AppProbes::from_json(&format!(
+            r#"{{ "/app-health/a/readyz": {{ "httpGet": {{ "port": {ok}, "scheme": "HTTPS" }} }},
+                 "/app-health/a/livez": {{ "httpGet": {{ "port": {failing}, "scheme": "HTTPS" }} }},
+                 "/app-health/a/startupz": {{ "httpGet": {{ "port": {plain}, "scheme": "HTTPS" }} }} }}"#
+        ))
+        .expect("valid");
+        let status = |path: &'static str| {
+            let probes = probes.clone();
+            async move { probes.run(path, None).await.expect("configured").0 }
+        };
+        assert_eq!(status("/app-health/a/readyz").await, StatusCode::NO_CONTENT);
+        assert_eq!(
+            status("/app-health/a/livez").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        // TLS to a plaintext app fails the handshake: unreachable.
+        let (code, body) = probes
+            .run("/app-health/a/startupz", None)
+            .await
+            .expect("configured");
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("tls"), "{body}");
+        assert!(probes.run("/app-health/a/other", None).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_silent_app_times_out() {
+        // Accepts connections (the backlog does) and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let probes = AppProbes::from_json(&format!(
+            r#"{{ "/app-health/a/livez": {{ "httpGet": {{ "port": {port} }}, "timeoutSeconds": 1 }} }}"#
+        ))
+        .expect("valid");
+        let started = tokio::time::Instant::now();
+        let (code, _) = probes
+            .run("/app-health/a/livez", None)
+            .await
+            .expect("configured");
+        assert_eq!(code, StatusCode::GATEWAY_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(listener);
+    }
 }
