@@ -850,3 +850,32 @@ fn deploy_injector_config_loads() {
         "outbound mTLS needs meshCidrs"
     );
 }
+
+/// A malformed `PALISADE_APP_PROBES` stops the proxy at start, naming the variable and the
+/// entry (never a proxy that silently fails every app probe).
+#[test]
+fn proxy_refuses_malformed_app_probes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (env, expected) in [
+        ("{not json", "not a JSON object"),
+        (
+            r#"{"/app-health/a/livez": {"httpGet": {"port": 8080, "scheme": "FTP"}}}"#,
+            "scheme must be HTTP or HTTPS",
+        ),
+        (
+            r#"{"/metrics": {"tcpSocket": {"port": 8080}}}"#,
+            "/app-health/",
+        ),
+    ] {
+        let mut command = palisade();
+        command
+            .args(["proxy", "--no-admin", "--policy"])
+            .arg(dir.path())
+            .env("PALISADE_APP_PROBES", env);
+        let output = crate::support::run(command, Duration::from_secs(20));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{env}: started");
+        assert!(stderr.contains("PALISADE_APP_PROBES"), "{env}: {stderr}");
+        assert!(stderr.contains(expected), "{env}: {stderr}");
+    }
+}
