@@ -11,13 +11,15 @@ pub(crate) mod rules;
 mod shadow;
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::check::{self, TestCase};
 use crate::document::{self, Document, MAX_SOURCE_BYTES, ModeDoc, MtlsDoc};
+use crate::fingerprint::Fnv1a;
 use crate::location::{Diagnostic, LoadError, Origin};
-use crate::policy::{Entry, Inner, Mode, MtlsMode, Policy, Route, Rule};
+use crate::policy::{Entry, Inner, Mode, MtlsMode, Nearest, Policy, Route, Rule};
 use crate::template::Template;
 
 use rules::CompiledRule;
@@ -251,8 +253,6 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
             }
         }
     }
-    prefixes
-        .sort_unstable_by(|(a, a_len), (b, b_len)| (a.get(..*a_len), a).cmp(&(b.get(..*b_len), b)));
     shapes.merge(&mut routes);
     Inner {
         router,
@@ -267,7 +267,7 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
         identity_rules: (0..rules.len())
             .filter(|&i| rules[i].to.is_none())
             .collect(),
-        prefixes,
+        nearest: Nearest::new(prefixes),
         mode: Mode::Enforce,
         mtls: MtlsMode::Strict,
         opaque_ports: Vec::new(),
@@ -343,26 +343,19 @@ fn document_version(documents: &[Document]) -> String {
     hash.hex()
 }
 
-/// FNV-1a, 64-bit: a version label, not a security boundary.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
+/// [`Fnv1a`] with a NUL after every field, shown as 12 hex digits: a version label.
+#[derive(Default)]
+struct Fnv(Fnv1a);
 
 impl Fnv {
     /// Hashes `s` followed by a NUL separator.
     fn write(&mut self, s: &str) {
-        for byte in s.bytes().chain([0]) {
-            self.0 ^= u64::from(byte);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.0.write(s.as_bytes());
+        self.0.write(&[0]);
     }
 
     fn hex(&self) -> String {
-        format!("{:016x}", self.0)[..12].to_owned()
+        format!("{:016x}", self.0.finish())[..12].to_owned()
     }
 }
 

@@ -17,12 +17,14 @@
 //!   [`Policy::decide`], which returns a [`Decision`] naming the rule that allowed a request or
 //!   why it was denied.
 //! - [`check`]: runs the `tests:` expectations of each document.
+//! - [`fingerprint`]: the FNV-1a hash behind [`Policy::version`] and the proxy's reload.
 #![forbid(unsafe_code)]
 
 pub mod authoring;
 pub mod check;
 pub mod compile;
 pub mod document;
+pub mod fingerprint;
 pub mod location;
 pub mod normalize;
 pub mod policy;
@@ -31,6 +33,7 @@ pub mod template;
 
 pub use check::{Expect, TestCase, TestFailure, run_tests};
 pub use compile::{LoadOptions, Loaded, compile, policy_files};
+pub use fingerprint::{Fnv1a, fingerprint};
 pub use location::{Diagnostic, LoadError, Severity};
 pub use normalize::{NormalizeError, NormalizedPath, RequestTarget, normalize};
 pub use policy::{Decision, Denial, Mode, MtlsMode, Peer, Permit, Policy};

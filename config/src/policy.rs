@@ -5,8 +5,10 @@
 //! [`compile`](crate::compile), is immutable and cheap to clone (one `Arc`), so the proxy can
 //! hold it in an `ArcSwap` and swap it on reload.
 //!
-//! `decide` is one route-trie lookup plus a scan of that route's entries: its cost does not
-//! grow with the number of rules, and it allocates nothing.
+//! `decide` is one route-trie lookup plus a scan of that route's entries; a no-route denial
+//! adds one hash lookup and a short binary search for the nearest template
+//! ([`nearest`](self::nearest)). Its cost does not grow with the number of rules, and it
+//! allocates nothing.
 
 use std::fmt;
 use std::path::Path;
@@ -16,6 +18,10 @@ use crate::compile::{self, LoadOptions, Loaded};
 use crate::location::LoadError;
 use crate::normalize::NormalizedPath;
 use crate::spiffe::{PrincipalPattern, SpiffeId};
+
+mod nearest;
+
+pub(crate) use nearest::Nearest;
 
 /// An immutable, compiled policy. Clone is one reference-count increment.
 ///
@@ -112,9 +118,8 @@ pub(crate) struct Inner {
     pub(crate) rules: Vec<Rule>,
     /// Indexes into `rules` of the rules without `to` (opaque ports).
     pub(crate) identity_rules: Vec<usize>,
-    /// The first template of every route with the length of its literal prefix, sorted by
-    /// (prefix, template): for `nearest`.
-    pub(crate) prefixes: Vec<(Arc<str>, usize)>,
+    /// The literal prefixes of the routes, for the nearest template of a no-route denial.
+    pub(crate) nearest: Nearest,
     pub(crate) mode: Mode,
     pub(crate) mtls: MtlsMode,
     pub(crate) opaque_ports: Vec<u16>,
@@ -129,7 +134,8 @@ pub(crate) struct Route {
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) rule: usize,
-    /// Shared with the other entries and the `prefixes` naming the same written template.
+    /// Shared with the other entries and the nearest-template index naming the same written
+    /// template.
     pub(crate) template: Arc<str>,
     pub(crate) methods: Methods,
     pub(crate) upgrade: bool,
@@ -186,7 +192,7 @@ impl Policy {
         let inner = &*self.inner;
         let Ok(matched) = inner.router.at(path.as_str()) else {
             return Decision::Deny(Denial::NoRoute {
-                nearest: inner.nearest(path.as_str()),
+                nearest: inner.nearest.find(path.as_str()),
             });
         };
         let Some(route) = inner.routes.get(*matched.value) else {
@@ -278,38 +284,6 @@ impl fmt::Debug for Policy {
             .field("mtls", &self.inner.mtls)
             .finish()
     }
-}
-
-// === impl Inner ===
-
-impl Inner {
-    /// The template whose literal prefix shares the longest prefix with `path`: two
-    /// neighbours in a sorted list, so denials cost O(log n), never a scan.
-    fn nearest(&self, path: &str) -> Option<&str> {
-        let i = self.prefixes.partition_point(|p| prefix(p) <= path);
-        let before = i.checked_sub(1).and_then(|j| self.prefixes.get(j));
-        let after = self.prefixes.get(i);
-        let score = |c: Option<&(Arc<str>, usize)>| {
-            c.map_or(0, |p| {
-                prefix(p)
-                    .bytes()
-                    .zip(path.bytes())
-                    .take_while(|(a, b)| a == b)
-                    .count()
-            })
-        };
-        let best = if score(after) > score(before) {
-            after
-        } else {
-            before
-        };
-        best.or(after).map(|(t, _)| &**t)
-    }
-}
-
-/// The literal prefix of a `prefixes` element.
-fn prefix((template, len): &(Arc<str>, usize)) -> &str {
-    template.get(..*len).unwrap_or_default()
 }
 
 // === impl Methods ===

@@ -325,5 +325,20 @@ fn ten_thousand_rules_load_and_decide() {
                 &who
             )
             .is_allowed()
-    );
+    ); // no route: the first-segment index finds the same nearest template a full search does
+    for (target, nearest) in [
+        ("/svc42/items", "/svc42/items/{id}/parts/{part}"),
+        ("/svc42/", "/svc42/items/{id}/parts/{part}"),
+        ("/svc4/items/1/parts", "/svc4/items/{id}/parts/{part}"),
+        ("/svc9999/zzz", "/svc9999/items/{id}/parts/{part}"),
+        ("/svc", "/svc0/items/{id}/parts/{part}"),
+        ("/nosuch/svc1", "/svc0/items/{id}/parts/{part}"),
+        ("/zzz", "/svc9999/items/{id}/parts/{part}"),
+    ] {
+        assert_eq!(
+            decide(&loaded.policy, "GET", target, &who),
+            format!("denied: no route matches (nearest: {nearest})"),
+            "{target}"
+        );
+    }
 }
