@@ -1,71 +1,16 @@
 //! `palisade proxy` as a pod runs it: real certificate files, a real app on loopback, curl as
 //! the client, SIGTERM to stop.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use palisade_proxy::pki::{Ca, SvidOptions, write_identity};
-
-use crate::support::{Guard, palisade, require_tool, run, text, write};
-
-const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/orders";
-const CLIENT_ID: &str = "spiffe://cluster.local/ns/web/sa/frontend";
-
-const POLICY: &str = r#"apiVersion: policy.palisade.dev/v1alpha1
-kind: ApiPolicy
-metadata: { name: orders-api, namespace: shop }
-spec:
-  rules:
-    - name: catalog-read
-      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
-      to:
-        - methods: [GET]
-          paths: ["/api/v1/items/{id}"]
-"#;
-
-/// Certificates for one test: the server's identity directory and a client's.
-struct Pki {
-    _dir: tempfile::TempDir,
-    server: PathBuf,
-    client: PathBuf,
-    policy: PathBuf,
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new("cluster.local").expect("ca");
-    let options = SvidOptions::default();
-    // curl checks the server's address against its SANs; palisade itself ignores them.
-    let server_options = SvidOptions {
-        ip_addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
-        ..SvidOptions::default()
-    };
-    let server = dir.path().join("server");
-    let client = dir.path().join("client");
-    write_identity(
-        &server,
-        &ca.issue_svid(SERVER_ID, &server_options).expect("svid"),
-        ca.bundle_pem(),
-    )
-    .expect("write");
-    write_identity(
-        &client,
-        &ca.issue_svid(CLIENT_ID, &options).expect("svid"),
-        ca.bundle_pem(),
-    )
-    .expect("write");
-    let policy = write(dir.path(), "policy.yaml", POLICY);
-    Pki {
-        _dir: dir,
-        server,
-        client,
-        policy,
-    }
-}
+use crate::support::{
+    CATALOG_POLICY, CLIENT_ID, Guard, Identities, SERVER_ID, identities, lines_of, logged_addr,
+    palisade, require_tool, run, text, wait_line, write,
+};
 
 /// A tiny app on 127.0.0.1 that answers with the path and XFCC it received.
 fn start_app() -> (
@@ -130,7 +75,7 @@ fn start_app() -> (
 }
 
 /// Starts `palisade proxy` on a free port; returns the child and the port it listens on.
-fn start_proxy(pki: &Pki, app: SocketAddr) -> (Guard, SocketAddr) {
+fn start_proxy(pki: &Identities, app: SocketAddr) -> (Guard, SocketAddr) {
     let mut command = palisade();
     command
         .args([
@@ -153,29 +98,13 @@ fn start_proxy(pki: &Pki, app: SocketAddr) -> (Guard, SocketAddr) {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = command.spawn().expect("palisade proxy starts");
-    let stderr = child.stderr.take().expect("stderr");
+    let lines = lines_of(child.stderr.take().expect("stderr"));
     let guard = Guard(Some(child));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = listen_addr(&line) {
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("palisade proxy logs its listen address");
+    let line = wait_line(&lines, "inbound listening", Duration::from_secs(20));
+    let addr = logged_addr(&line, "inbound listening").expect("listen address");
+    // Keep draining stderr so that the proxy never blocks on a full pipe.
+    std::thread::spawn(move || lines.iter().for_each(drop));
     (guard, addr)
-}
-
-/// The address in the "inbound listening" log line.
-fn listen_addr(line: &str) -> Option<SocketAddr> {
-    if !line.contains("inbound listening") {
-        return None;
-    }
-    let start = line.find("listen=")? + "listen=".len();
-    line[start..].split_whitespace().next()?.parse().ok()
 }
 
 /// curl with the client identity: returns (status, body).
@@ -202,7 +131,7 @@ fn proxy_forwards_allowed_calls_and_refuses_the_rest_over_h1_and_h2() {
     if !require_tool("curl") {
         return;
     }
-    let pki = pki();
+    let pki = identities(CATALOG_POLICY);
     let (app, app_thread, stop_app) = start_app();
     let (proxy, addr) = start_proxy(&pki, app);
     let base = format!("https://{addr}");
@@ -278,12 +207,12 @@ fn proxy_forwards_allowed_calls_and_refuses_the_rest_over_h1_and_h2() {
 
 #[test]
 fn proxy_refuses_to_start_with_a_bad_policy() {
-    let pki = pki();
+    let pki = identities(CATALOG_POLICY);
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = write(
         dir.path(),
         "bad.yaml",
-        &POLICY.replace("[GET]", "[\"GE T\"]"),
+        &CATALOG_POLICY.replace("[GET]", "[\"GE T\"]"),
     );
     let output = run(
         {
@@ -316,7 +245,7 @@ fn proxy_refuses_to_start_with_a_bad_policy() {
 
 #[test]
 fn proxy_refuses_to_start_without_its_identity() {
-    let pki = pki();
+    let pki = identities(CATALOG_POLICY);
     let output = run(
         {
             let mut c = palisade();

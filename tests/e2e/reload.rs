@@ -1,16 +1,15 @@
 //! `palisade proxy` reloads while it runs: a changed policy file is picked up and logged with
 //! its new version, and SIGHUP triggers a reload instead of ending the process.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_proxy::pki::{Ca, SvidOptions, write_identity};
 
-use crate::support::{Guard, palisade};
+use crate::support::{Guard, SERVER_ID, lines_of, palisade, wait_line};
 
-const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/orders";
+/// How long any one awaited log line may take.
+const LIMIT: Duration = Duration::from_secs(20);
 
 fn policy(path: &str) -> String {
     format!(
@@ -26,19 +25,6 @@ spec:
           paths: ["{path}"]
 "#
     )
-}
-
-/// Waits (bounded) for a stderr line containing `needle`; returns it.
-fn wait_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
-            Ok(_) => {}
-            Err(_) => panic!("no log line containing {needle:?}"),
-        }
-    }
 }
 
 #[test]
@@ -74,27 +60,21 @@ fn proxy_reloads_a_changed_policy_and_on_sighup() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = command.spawn().expect("palisade proxy starts");
-    let stderr = child.stderr.take().expect("stderr");
+    let lines = lines_of(child.stderr.take().expect("stderr"));
     let guard = Guard(Some(child));
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    wait_line(&lines, "watching for policy and identity changes");
+    wait_line(&lines, "watching for policy and identity changes", LIMIT);
 
     // A changed file (renamed over, as editors and kubelet do) is picked up and logged.
     let staged = dir.path().join(".policy.yaml.new");
     std::fs::write(&staged, policy("/b")).expect("write");
     std::fs::rename(&staged, &policy_file).expect("rename");
-    let line = wait_line(&lines, "policy reloaded");
+    let line = wait_line(&lines, "policy reloaded", LIMIT);
     assert!(line.contains("policy.version="), "{line}");
 
     // A bad policy keeps the last good one and says where it is wrong.
     std::fs::write(&staged, policy("/b/{id")).expect("write");
     std::fs::rename(&staged, &policy_file).expect("rename");
-    let line = wait_line(&lines, "policy reload failed");
+    let line = wait_line(&lines, "policy reload failed", LIMIT);
     assert!(line.contains("policy.yaml:10:"), "{line}");
 
     // SIGHUP reloads (here: the file is fixed meanwhile) and does not end the process.
@@ -106,7 +86,7 @@ fn proxy_reloads_a_changed_policy_and_on_sighup() {
         .status()
         .expect("sh runs");
     assert!(status.success());
-    wait_line(&lines, "sighup: reloading");
+    wait_line(&lines, "sighup: reloading", LIMIT);
     let output = guard.terminate(Duration::from_secs(10));
     assert!(output.status.success(), "{:?}", output.status);
 }

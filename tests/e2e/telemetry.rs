@@ -6,29 +6,14 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use palisade_proxy::pki::{Ca, SvidOptions, write_identity};
-
-use crate::support::{Guard, palisade, require_tool, write};
-
-const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/orders";
-const CLIENT_ID: &str = "spiffe://cluster.local/ns/web/sa/frontend";
-
-const POLICY: &str = r#"apiVersion: policy.palisade.dev/v1alpha1
-kind: ApiPolicy
-metadata: { name: orders-api, namespace: shop }
-spec:
-  rules:
-    - name: catalog-read
-      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
-      to:
-        - methods: [GET]
-          paths: ["/api/v1/items/{id}"]
-"#;
+use crate::support::{
+    CATALOG_POLICY, CLIENT_ID, Guard, Identities, SERVER_ID, identities, lines_of, logged_addr,
+    palisade, require_tool, write,
+};
 
 /// The OTLP/HTTP receiver: decodes each ExportTraceServiceRequest with the official
 /// protobuf definitions and prints every span as one JSON line.
@@ -75,38 +60,6 @@ server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
 print("listening", server.server_address[1], flush=True)
 server.serve_forever()
 "#;
-
-/// Certificates and the policy for one test.
-struct Setup {
-    dir: tempfile::TempDir,
-    server: PathBuf,
-    client: PathBuf,
-    policy: PathBuf,
-}
-
-fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = Ca::new("cluster.local").expect("ca");
-    let server_options = SvidOptions {
-        ip_addresses: vec![std::net::Ipv4Addr::LOCALHOST.into()],
-        ..SvidOptions::default()
-    };
-    let server = dir.path().join("server");
-    let client = dir.path().join("client");
-    let svid = ca.issue_svid(SERVER_ID, &server_options).expect("svid");
-    write_identity(&server, &svid, ca.bundle_pem()).expect("write");
-    let svid = ca
-        .issue_svid(CLIENT_ID, &SvidOptions::default())
-        .expect("svid");
-    write_identity(&client, &svid, ca.bundle_pem()).expect("write");
-    let policy = write(dir.path(), "policy.yaml", POLICY);
-    Setup {
-        dir,
-        server,
-        client,
-        policy,
-    }
-}
 
 /// A tiny app on 127.0.0.1 answering `ok` plus the `traceparent` it got; runs until the
 /// test process ends (its thread holds only a listener).
@@ -162,7 +115,7 @@ struct Proxy {
 }
 
 /// Starts `palisade proxy` on free ports with `extra` arguments and `env`.
-fn start_proxy(setup: &Setup, app: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> Proxy {
+fn start_proxy(setup: &Identities, app: SocketAddr, extra: &[&str], env: &[(&str, &str)]) -> Proxy {
     let mut command = palisade();
     command
         .args([
@@ -186,31 +139,20 @@ fn start_proxy(setup: &Setup, app: SocketAddr, extra: &[&str], env: &[(&str, &st
         command.env(name, value);
     }
     let mut child = command.spawn().expect("palisade proxy starts");
-    let stderr = child.stderr.take().expect("stderr");
+    let lines = lines_of(child.stderr.take().expect("stderr"));
     let guard = Guard(Some(child));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            for (what, key) in [
-                ("inbound", "inbound listening"),
-                ("admin", "admin listening"),
-            ] {
-                if let Some(addr) = logged_addr(&line, key) {
-                    let _ = tx.send((what, addr));
-                }
-            }
-        }
-    });
     let (mut inbound, mut admin) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while inbound.is_none() || admin.is_none() {
-        let (what, addr) = rx
-            .recv_timeout(Duration::from_secs(20))
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
             .expect("palisade proxy logs its inbound and admin addresses");
-        match what {
-            "inbound" => inbound = Some(addr),
-            _ => admin = Some(addr),
-        }
+        inbound = inbound.or_else(|| logged_addr(&line, "inbound listening"));
+        admin = admin.or_else(|| logged_addr(&line, "admin listening"));
     }
+    // Keep draining stderr so that the proxy never blocks on a full pipe.
+    std::thread::spawn(move || lines.iter().for_each(drop));
     Proxy {
         guard,
         inbound: inbound.expect("inbound"),
@@ -218,16 +160,8 @@ fn start_proxy(setup: &Setup, app: SocketAddr, extra: &[&str], env: &[(&str, &st
     }
 }
 
-fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
-    if !line.contains(key) {
-        return None;
-    }
-    let start = line.find("listen=")? + "listen=".len();
-    line[start..].split_whitespace().next()?.parse().ok()
-}
-
 /// curl with the client identity: (status, body).
-fn call(setup: &Setup, url: &str, headers: &[&str]) -> (u16, String) {
+fn call(setup: &Identities, url: &str, headers: &[&str]) -> (u16, String) {
     let mut command = Command::new("curl");
     command
         .args(["-sS", "--max-time", "5", "-w", "\n%{http_code}"])
@@ -312,7 +246,7 @@ fn prometheus_scrapes_the_admin_port_and_promtool_accepts_the_exposition() {
     if !(require_tool("curl") && require_tool("prometheus") && require_tool("promtool")) {
         return;
     }
-    let setup = setup();
+    let setup = identities(CATALOG_POLICY);
     let app = start_app();
     let proxy = start_proxy(&setup, app, &[], &[]);
     let base = format!("https://127.0.0.1:{}", proxy.inbound.port());
@@ -414,7 +348,7 @@ fn ready_turns_unready_on_sigterm_before_the_drain_ends() {
     if !require_tool("curl") {
         return;
     }
-    let setup = setup();
+    let setup = identities(CATALOG_POLICY);
     // An app that accepts and never answers keeps a request in flight through the drain.
     let stuck = TcpListener::bind("127.0.0.1:0").expect("bind");
     let app = stuck.local_addr().expect("addr");
@@ -461,14 +395,8 @@ fn start_receiver() -> (Guard, u16, mpsc::Receiver<String>) {
         .stderr(Stdio::null())
         .spawn()
         .expect("python3 starts");
-    let stdout = child.stdout.take().expect("stdout");
+    let rx = lines_of(child.stdout.take().expect("stdout"));
     let guard = Guard(Some(child));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
     let first = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the receiver prints its port");
@@ -485,7 +413,7 @@ fn spans_reach_a_real_otlp_receiver_with_the_callers_parent() {
         return;
     }
     let (receiver, port, spans) = start_receiver();
-    let setup = setup();
+    let setup = identities(CATALOG_POLICY);
     let app = start_app();
     let endpoint = format!("http://127.0.0.1:{port}");
     let proxy = start_proxy(
@@ -551,7 +479,7 @@ fn collector_down_requests_succeed_and_dropped_spans_are_counted() {
     if !require_tool("curl") {
         return;
     }
-    let setup = setup();
+    let setup = identities(CATALOG_POLICY);
     let app = start_app();
     let closed = format!("http://127.0.0.1:{}", free_port());
     let proxy = start_proxy(
