@@ -410,3 +410,45 @@ async fn shutdown_drains_open_outbound_connections_then_closes_them() {
     let done = line(&lines, "meshed", "closed");
     assert_eq!(done["bytes_sent"], 22);
 }
+
+#[tokio::test]
+async fn a_connection_still_connecting_when_the_drain_ends_is_recorded() {
+    let pki = Pki::new();
+    let observed = Observed::start().await;
+    // A peer that accepts TCP and never answers the TLS handshake.
+    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let peer = silent.local_addr().expect("addr");
+    let (accepted, mut reached) = tokio::sync::mpsc::channel(1);
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+            let _ = accepted.try_send(());
+        }
+    });
+    let hour = Duration::from_secs(3600);
+    let drain = Duration::from_millis(300);
+    let running = outbound(&pki, &observed.telemetry, peer, PEER_ID, hour, drain).await;
+
+    let mut app = TcpStream::connect(running.local_addr())
+        .await
+        .expect("connect");
+    app.write_all(b"hello").await.expect("write");
+    tokio::time::timeout(LIMIT, reached.recv())
+        .await
+        .expect("palisade reached the peer");
+    running.shutdown().await;
+    closed(&mut app).await;
+
+    observed
+        .metrics_with(&[
+            r#"palisade_outbound_connections_total{outcome="failed",reason="drain_timeout",peer_namespace="shop",peer_sa="orders"} 1"#,
+            "palisade_outbound_connections_open 0",
+        ])
+        .await;
+    let lines = observed.finish().await;
+    let cut = line(&lines, "failed", "drain_timeout");
+    assert_eq!(cut["destination"], peer.to_string());
+    assert_eq!(cut["peer_id"], Value::Null);
+    hold.abort();
+}

@@ -171,18 +171,21 @@ impl Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        let Some(mut recording) = self.recording.take() else {
+        let drained = CloseReason::DrainTimeout.as_str();
+        match &self.recording {
+            // Still connecting when its task was aborted at the end of the drain.
+            Some(recording) if recording.outcome.is_none() => {
+                self.ended(OutboundOutcome::Failed, drained, None);
+            }
+            // Carried, and never told how it ended: aborted at the end of the drain too.
+            Some(recording) if recording.reason.is_empty() && recording.flow.is_some() => {
+                self.closed(CloseReason::DrainTimeout);
+            }
+            _ => {}
+        }
+        let Some(recording) = self.recording.take() else {
             return;
         };
-        if recording.flow.is_some() && recording.reason.is_empty() {
-            // Carried, and never told how it ended: its task was aborted at the end of the
-            // drain.
-            recording
-                .parts
-                .metrics
-                .outbound_closed(CloseReason::DrainTimeout);
-            recording.reason = CloseReason::DrainTimeout.as_str();
-        }
         let Some(log) = &recording.parts.access_log else {
             return;
         };

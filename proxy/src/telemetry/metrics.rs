@@ -232,8 +232,8 @@ pub struct OutboundLabels {
     /// What became of the connection.
     pub outcome: OutboundOutcome,
     /// Why it was refused or failed (`unmeshed`, `loop`, `connect`, `connect_timeout`,
-    /// `handshake`, `handshake_timeout`, `no_spiffe_id`, `tls_config`, `orig_dst`); empty
-    /// for meshed and passed-through connections.
+    /// `handshake`, `handshake_timeout`, `no_spiffe_id`, `tls_config`, `orig_dst`,
+    /// `drain_timeout`); empty for meshed and passed-through connections.
     pub reason: &'static str,
     /// The peer's namespace (`/ns/<ns>/…` of its SPIFFE ID: the verified one when meshed,
     /// the expected one when a meshed connection failed); empty if none.
