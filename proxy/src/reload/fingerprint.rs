@@ -4,10 +4,13 @@
 //! loads again when it differs from the last one seen, so an interval re-check of unchanged
 //! files does nothing. Files are read through symlinks, so a Kubernetes `..data` swap changes
 //! the fingerprint even though the visible names (`tls.crt -> ..data/tls.crt`) stay the same.
-//! The hash is FNV-1a: it detects change, it is not a security boundary (whoever can write the
-//! files decides what is loaded anyway).
+//! The hash is palisade's one FNV-1a ([`Fnv1a`]): it detects change, it is not a security
+//! boundary (whoever can write the files decides what is loaded anyway).
 
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
+
+use palisade_config::Fnv1a;
 
 use crate::tls::IdentityPaths;
 
@@ -15,29 +18,25 @@ use crate::tls::IdentityPaths;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Fingerprint(u64);
 
-/// FNV-1a, 64 bits.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Fnv(u64);
-
 // === impl Fingerprint ===
 
 impl Fingerprint {
     /// The files [`Policy::load`](palisade_config::Policy::load) reads for `paths`: each file,
     /// and every `*.yaml` / `*.yml` of each directory.
     pub(crate) fn of_policy(paths: &[PathBuf]) -> Fingerprint {
-        let mut hash = Fnv::new();
+        let mut hash = Fnv1a::new();
         for path in paths {
             if path.is_dir() {
                 match palisade_config::policy_files(path) {
                     Ok(files) => {
-                        for file in files {
-                            hash.file(&file);
+                        for path in files {
+                            file(&mut hash, &path);
                         }
                     }
-                    Err(_) => hash.bytes(b"\0unreadable directory\0"),
+                    Err(_) => hash.write(b"\0unreadable directory\0"),
                 }
             } else {
-                hash.file(path);
+                file(&mut hash, path);
             }
         }
         Fingerprint(hash.finish())
@@ -45,49 +44,31 @@ impl Fingerprint {
 
     /// The chain, key and bundle files.
     pub(crate) fn of_identity(paths: &IdentityPaths) -> Fingerprint {
-        let mut hash = Fnv::new();
+        let mut hash = Fnv1a::new();
         for path in [&paths.chain, &paths.key, &paths.bundle] {
-            hash.file(path);
+            file(&mut hash, path);
         }
         Fingerprint(hash.finish())
     }
 }
 
-// === impl Fnv ===
-
-impl Fnv {
-    pub(crate) fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    pub(crate) fn bytes(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 ^= u64::from(*byte);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+/// Hashes the file's name, then its contents (or a marker when it cannot be read).
+fn file(hash: &mut Fnv1a, path: &Path) {
+    hash.write(path.as_os_str().as_encoded_bytes());
+    match std::fs::read(path) {
+        Ok(contents) => {
+            hash.write(&[1]);
+            hash.write(&contents);
         }
+        Err(_) => hash.write(&[0]),
     }
+    hash.write(&[0xff]);
+}
 
-    /// The file's name, then its contents (or a marker when it cannot be read).
-    fn file(&mut self, path: &Path) {
-        self.bytes(path.as_os_str().as_encoded_bytes());
-        match std::fs::read(path) {
-            Ok(contents) => {
-                self.bytes(&[1]);
-                self.bytes(&contents);
-            }
-            Err(_) => self.bytes(&[0]),
-        }
-        self.bytes(&[0xff]);
-    }
-
-    pub(crate) fn finish(self) -> u64 {
-        self.0
-    }
-
-    /// 12 hex digits, the way [`Policy::version`](palisade_config::Policy::version) looks.
-    pub(crate) fn short_hex(self) -> String {
-        format!("{:016x}", self.0)[..12].to_owned()
-    }
+/// 12 hex digits of a hash, the way [`Policy::version`](palisade_config::Policy::version)
+/// looks.
+pub(crate) fn short_hex(hash: u64) -> String {
+    format!("{hash:016x}")[..12].to_owned()
 }
 
 #[cfg(test)]

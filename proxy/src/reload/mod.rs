@@ -18,6 +18,7 @@
 //! identity that does not load leaves the last good one in force; the failure is logged,
 //! counted by kind and kept in the [`ReloadStatus`]. Reload never makes the proxy unready.
 
+use std::hash::Hasher;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ use rustls::ServerConfig;
 use tokio::sync::{mpsc, oneshot, watch as signal_watch};
 use tokio::task::JoinHandle;
 
-use self::fingerprint::{Fingerprint, Fnv};
+use self::fingerprint::{Fingerprint, short_hex};
 use self::run::{Inputs, hangup_signal};
 use self::status::unix_now;
 use crate::config::InboundConfig;
@@ -298,13 +299,13 @@ fn log_warnings(loaded: &Loaded) {
 
 /// A short hash of the chain presented and the bundle file (never the key).
 fn identity_version(identity: &Identity, paths: &IdentityPaths) -> String {
-    let mut hash = Fnv::new();
+    let mut hash = palisade_config::Fnv1a::new();
     for cert in identity.chain() {
-        hash.bytes(cert.as_ref());
+        hash.write(cert.as_ref());
     }
-    hash.bytes(&[0xff]);
+    hash.write(&[0xff]);
     if let Ok(bundle) = std::fs::read(&paths.bundle) {
-        hash.bytes(&bundle);
+        hash.write(&bundle);
     }
-    hash.short_hex()
+    short_hex(hash.finish())
 }
