@@ -79,11 +79,27 @@ fn decide_deny_peer(bencher: Bencher<'_, '_>, rules: usize) {
     });
 }
 
-/// A path no template matches (computes the nearest template).
+/// A path no template matches (computes the nearest template; the path's first segment
+/// `/svc1/` is a known one, the common case of a typo further down).
 #[divan::bench(args = SIZES)]
 fn decide_no_route(bencher: Bencher<'_, '_>, rules: usize) {
     let policy = load(rules);
     let path = path("/svc1/api/v2/unknown/route");
+    let peer = peer(1);
+    assert!(!policy.decide("GET", &path, &peer).is_allowed());
+    bencher.bench_local(|| {
+        black_box(&policy)
+            .decide(black_box("GET"), black_box(&path), black_box(&peer))
+            .is_allowed()
+    });
+}
+
+/// A path whose first segment no template starts with: the nearest template is found by a
+/// binary search over all templates (the first-segment index cannot narrow it).
+#[divan::bench(args = SIZES)]
+fn decide_no_route_unknown_segment(bencher: Bencher<'_, '_>, rules: usize) {
+    let policy = load(rules);
+    let path = path("/unknown/api/v1/items/1");
     let peer = peer(1);
     assert!(!policy.decide("GET", &path, &peer).is_allowed());
     bencher.bench_local(|| {

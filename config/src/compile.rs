@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::check::{self, TestCase};
-use crate::document::{self, Document, MAX_SOURCE_BYTES, ModeDoc, MtlsDoc};
+use crate::document::{self, Document, MAX_SOURCE_BYTES, MtlsDoc};
 use crate::fingerprint::Fnv1a;
 use crate::location::{Diagnostic, LoadError, Origin};
 use crate::policy::{Entry, Inner, Mode, MtlsMode, Nearest, Policy, Route, Rule};
@@ -144,10 +144,7 @@ fn compile_parsed(
 /// Every document must say the same `mode` and `mtls` (absent means enforce / strict): one
 /// file must not quietly switch the whole policy to audit or to plaintext.
 fn agree_on_modes(documents: &[Document], diagnostics: &mut Vec<Diagnostic>) -> (Mode, MtlsMode) {
-    let mode_of = |d: &Document| match d.spec.mode.as_ref().map(|m| m.value) {
-        Some(ModeDoc::Audit) => Mode::Audit,
-        Some(ModeDoc::Enforce) | None => Mode::Enforce,
-    };
+    let mode_of = |d: &Document| rules::mode_of(d.spec.mode.as_ref());
     let mtls_of = |d: &Document| match d.spec.mtls.as_ref().map(|m| m.value) {
         Some(MtlsDoc::Permissive) => MtlsMode::Permissive,
         Some(MtlsDoc::Strict) | None => MtlsMode::Strict,
@@ -221,6 +218,7 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
                             firsts.push((&path.template, path.origin));
                             routes.push(Route {
                                 entries: Vec::new(),
+                                mode: Mode::Enforce,
                             });
                             Some(shapes.record(slot, path.template.segments()))
                         }
@@ -254,6 +252,9 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
         }
     }
     shapes.merge(&mut routes);
+    for route in &mut routes {
+        route.mode = route_mode(&route.entries, rules);
+    }
     Inner {
         router,
         routes,
@@ -272,6 +273,21 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
         mtls: MtlsMode::Strict,
         opaque_ports: Vec::new(),
         version: String::new(),
+    }
+}
+
+/// A route's denials are audit-only when every rule with an entry on it is in audit mode:
+/// one enforced rule keeps the whole route enforced, so adding an audit rule to a route never
+/// weakens it.
+fn route_mode(entries: &[Entry], rules: &[CompiledRule<'_>]) -> Mode {
+    let all_audit = !entries.is_empty()
+        && entries
+            .iter()
+            .all(|e| rules.get(e.rule).is_some_and(|r| r.mode == Mode::Audit));
+    if all_audit {
+        Mode::Audit
+    } else {
+        Mode::Enforce
     }
 }
 
@@ -329,6 +345,9 @@ fn document_version(documents: &[Document]) -> String {
         }
         for rule in &d.spec.rules {
             hash.write(&rule.name.value);
+            if let Some(mode) = &rule.mode {
+                hash.write(&format!("mode {:?}", mode.value));
+            }
             rule.principals
                 .value
                 .iter()

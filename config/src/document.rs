@@ -58,7 +58,7 @@ pub struct Spec {
     pub opaque_ports: Vec<Located<i128>>,
 }
 
-/// `spec.mode` as written.
+/// `spec.mode` or a rule's `mode`, as written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModeDoc {
     /// `enforce`.
@@ -87,6 +87,8 @@ pub struct RuleDoc {
     pub principals: Located<Vec<Located<String>>>,
     /// `to`; `None` when absent (an identity-only rule, for opaque ports).
     pub to: Option<Located<Vec<ToDoc>>>,
+    /// `mode`; absent means the document's `spec.mode`.
+    pub mode: Option<Located<ModeDoc>>,
 }
 
 /// One entry of a rule's `to`.

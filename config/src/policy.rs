@@ -48,7 +48,7 @@ pub enum Peer {
     Unauthenticated,
 }
 
-/// `spec.mode`.
+/// `spec.mode` of a policy, `mode` of a rule, and the [`Denial::mode`] of each denial.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Denied requests are refused (403). The default.
@@ -86,13 +86,24 @@ pub struct Permit<'p> {
     pub upgrade: bool,
 }
 
-/// Why a request was denied.
+/// Why a request was denied, and whether the denial is enforced ([`Denial::mode`]).
+///
+/// # Security
+///
+/// A denial whose `mode` is [`Mode::Audit`] is forwarded (logged and counted as "would
+/// deny"); only [`Mode::Enforce`] denials are refused. A denial on a matched route
+/// ([`MethodNotAllowed`](Denial::MethodNotAllowed), [`PeerNotAllowed`](Denial::PeerNotAllowed))
+/// is audit only when every rule with an entry on that route is in audit mode (a rule's
+/// `mode`, or its document's `spec.mode`); [`NoRoute`](Denial::NoRoute) and
+/// [`PeerNotAdmitted`](Denial::PeerNotAdmitted) follow the policy's `spec.mode`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial<'p> {
     /// No template matches the path; `nearest` is the closest template, if any.
     NoRoute {
         /// The template sharing the longest literal prefix with the path.
         nearest: Option<&'p str>,
+        /// The policy's `spec.mode`.
+        mode: Mode,
     },
     /// A template matches but no rule on it allows this method.
     MethodNotAllowed {
@@ -100,6 +111,8 @@ pub enum Denial<'p> {
         template: &'p str,
         /// The nearest rule on that route (one that names the peer, if any).
         rule: &'p str,
+        /// Audit when every rule on the route is in audit mode.
+        mode: Mode,
     },
     /// Template and method match but the peer is not among the rule's principals.
     PeerNotAllowed {
@@ -107,9 +120,14 @@ pub enum Denial<'p> {
         template: &'p str,
         /// The first rule that allows the method on that route.
         rule: &'p str,
+        /// Audit when every rule on the route is in audit mode.
+        mode: Mode,
     },
     /// Opaque port: no identity-only rule admits the peer.
-    PeerNotAdmitted,
+    PeerNotAdmitted {
+        /// The policy's `spec.mode`.
+        mode: Mode,
+    },
 }
 
 pub(crate) struct Inner {
@@ -129,6 +147,8 @@ pub(crate) struct Inner {
 /// One trie node: every (rule, methods) that applies to one canonical template.
 pub(crate) struct Route {
     pub(crate) entries: Vec<Entry>,
+    /// The mode of this route's denials: audit only when every entry's rule is in audit mode.
+    pub(crate) mode: Mode,
 }
 
 #[derive(Clone)]
@@ -193,10 +213,14 @@ impl Policy {
         let Ok(matched) = inner.router.at(path.as_str()) else {
             return Decision::Deny(Denial::NoRoute {
                 nearest: inner.nearest.find(path.as_str()),
+                mode: inner.mode,
             });
         };
         let Some(route) = inner.routes.get(*matched.value) else {
-            return Decision::Deny(Denial::NoRoute { nearest: None });
+            return Decision::Deny(Denial::NoRoute {
+                nearest: None,
+                mode: inner.mode,
+            });
         };
         let mut method_match: Option<&Entry> = None;
         let mut peer_match: Option<&Entry> = None;
@@ -220,14 +244,19 @@ impl Policy {
             return Decision::Deny(Denial::PeerNotAllowed {
                 template: &entry.template,
                 rule: &inner.rules[entry.rule].name,
+                mode: route.mode,
             });
         }
         match peer_match.or(route.entries.first()) {
             Some(entry) => Decision::Deny(Denial::MethodNotAllowed {
                 template: &entry.template,
                 rule: &inner.rules[entry.rule].name,
+                mode: route.mode,
             }),
-            None => Decision::Deny(Denial::NoRoute { nearest: None }),
+            None => Decision::Deny(Denial::NoRoute {
+                nearest: None,
+                mode: inner.mode,
+            }),
         }
     }
 
@@ -245,10 +274,14 @@ impl Policy {
                 });
             }
         }
-        Decision::Deny(Denial::PeerNotAdmitted)
+        Decision::Deny(Denial::PeerNotAdmitted {
+            mode: self.inner.mode,
+        })
     }
 
-    /// `spec.mode` (default [`Mode::Enforce`]).
+    /// `spec.mode` (default [`Mode::Enforce`]): the mode of no-route and opaque-port
+    /// denials and of rules without their own `mode`. Whether one denial is enforced is its
+    /// [`Denial::mode`] (see [`Decision::is_audit_denied`]), not this.
     pub fn mode(&self) -> Mode {
         self.inner.mode
     }
@@ -345,6 +378,12 @@ impl Decision<'_> {
         matches!(self, Decision::Allow(_))
     }
 
+    /// `true` for a denial in audit mode: forward the request, log it and count it as "would
+    /// deny". `false` for allows and for enforced denials (refuse those with 403).
+    pub fn is_audit_denied(&self) -> bool {
+        matches!(self, Decision::Deny(d) if d.mode() == Mode::Audit)
+    }
+
     /// The allowing rule, or the nearest rule of a denial.
     pub fn rule(&self) -> Option<&str> {
         match self {
@@ -352,7 +391,7 @@ impl Decision<'_> {
             Decision::Deny(
                 Denial::MethodNotAllowed { rule, .. } | Denial::PeerNotAllowed { rule, .. },
             ) => Some(rule),
-            Decision::Deny(Denial::NoRoute { .. } | Denial::PeerNotAdmitted) => None,
+            Decision::Deny(Denial::NoRoute { .. } | Denial::PeerNotAdmitted { .. }) => None,
         }
     }
 
@@ -364,7 +403,7 @@ impl Decision<'_> {
             Decision::Deny(
                 Denial::MethodNotAllowed { template, .. } | Denial::PeerNotAllowed { template, .. },
             ) => Some(template),
-            Decision::Deny(Denial::NoRoute { .. } | Denial::PeerNotAdmitted) => None,
+            Decision::Deny(Denial::NoRoute { .. } | Denial::PeerNotAdmitted { .. }) => None,
         }
     }
 }
@@ -387,24 +426,42 @@ impl fmt::Display for Decision<'_> {
     }
 }
 
+// === impl Denial ===
+
+impl Denial<'_> {
+    /// Whether this denial is enforced ([`Mode::Enforce`]: refuse) or audit only
+    /// ([`Mode::Audit`]: forward, log and count as "would deny"). See [`Denial`] for which mode
+    /// each kind of denial takes.
+    pub fn mode(&self) -> Mode {
+        match self {
+            Denial::NoRoute { mode, .. }
+            | Denial::MethodNotAllowed { mode, .. }
+            | Denial::PeerNotAllowed { mode, .. }
+            | Denial::PeerNotAdmitted { mode } => *mode,
+        }
+    }
+}
+
 impl fmt::Display for Denial<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Denial::NoRoute { nearest: Some(t) } => {
+            Denial::NoRoute {
+                nearest: Some(t), ..
+            } => {
                 write!(f, "denied: no route matches (nearest: {t})")
             }
-            Denial::NoRoute { nearest: None } => {
+            Denial::NoRoute { nearest: None, .. } => {
                 f.write_str("denied: no route matches (the policy has no routes)")
             }
-            Denial::MethodNotAllowed { template, rule } => write!(
+            Denial::MethodNotAllowed { template, rule, .. } => write!(
                 f,
                 "denied: route {template} exists but rule {rule} does not allow this method"
             ),
-            Denial::PeerNotAllowed { template, rule } => write!(
+            Denial::PeerNotAllowed { template, rule, .. } => write!(
                 f,
                 "denied: rule {rule} allows this method on {template} but not this peer"
             ),
-            Denial::PeerNotAdmitted => {
+            Denial::PeerNotAdmitted { .. } => {
                 f.write_str("denied: no identity-only rule (rule without `to`) admits this peer")
             }
         }

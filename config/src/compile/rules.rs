@@ -1,16 +1,16 @@
 //! Validating what rules and ports mean: the semantic half of reading a policy.
 //!
 //! Takes the decoded [`RuleDoc`]s and produces [`CompiledRule`]s (methods as tokens, templates
-//! parsed, principals parsed) or located errors: duplicate rule names, rules without
-//! principals, `to: []`, empty `methods`/`paths`, `unauthenticated` under `mtls: strict`, and
-//! warnings for principals outside the configured trust domain.
+//! parsed, principals parsed, the effective mode) or located errors: duplicate rule names,
+//! rules without principals, `to: []`, empty `methods`/`paths`, `unauthenticated` under
+//! `mtls: strict`, and warnings for principals outside the configured trust domain.
 
 use std::collections::HashMap;
 
 use crate::compile::LoadOptions;
-use crate::document::{Document, RuleDoc, ToDoc};
+use crate::document::{Document, ModeDoc, RuleDoc, ToDoc};
 use crate::location::{Diagnostic, Located, Origin};
-use crate::policy::{Methods, MtlsMode, Principals};
+use crate::policy::{Methods, Mode, MtlsMode, Principals};
 use crate::spiffe::PrincipalPattern;
 use crate::template::Template;
 
@@ -25,6 +25,10 @@ pub(crate) struct CompiledRule<'d> {
     pub(crate) principals: Principals,
     /// `None`: identity-only rule (opaque ports).
     pub(crate) to: Option<Vec<CompiledTo<'d>>>,
+    /// The rule's `mode`, or its document's `spec.mode` when it has none.
+    pub(crate) mode: Mode,
+    /// Where the rule's own `mode` is written, if it has one.
+    pub(crate) written_mode: Option<&'d Origin>,
 }
 
 pub(crate) struct CompiledTo<'d> {
@@ -51,7 +55,11 @@ pub(crate) fn validate<'d>(
     let count = documents.iter().map(|d| d.spec.rules.len()).sum();
     let mut seen: HashMap<&str, &Origin> = HashMap::with_capacity(count);
     let mut rules = Vec::with_capacity(count);
-    for rule in documents.iter().flat_map(|d| &d.spec.rules) {
+    let rules_with_mode = documents.iter().flat_map(|d| {
+        let fallback = mode_of(d.spec.mode.as_ref());
+        d.spec.rules.iter().map(move |rule| (rule, fallback))
+    });
+    for (rule, fallback) in rules_with_mode {
         let name = &rule.name;
         if let Some(first) = seen.get(name.value.as_str()) {
             diagnostics.push(name.origin.error(format!(
@@ -75,9 +83,19 @@ pub(crate) fn validate<'d>(
             name,
             principals,
             to,
+            mode: rule.mode.as_ref().map_or(fallback, |m| mode_of(Some(m))),
+            written_mode: rule.mode.as_ref().map(|m| &m.origin),
         });
     }
     rules
+}
+
+/// A written `mode`; absent means enforce.
+pub(crate) fn mode_of(mode: Option<&Located<ModeDoc>>) -> Mode {
+    match mode.map(|m| m.value) {
+        Some(ModeDoc::Audit) => Mode::Audit,
+        Some(ModeDoc::Enforce) | None => Mode::Enforce,
+    }
 }
 
 fn principals(

@@ -2,13 +2,15 @@
 //!
 //! Takes the validated rules and the built trie and reports, as warnings, rules shadowed by an
 //! earlier rule (its principals, methods and routes all covered by that rule, so the earlier
-//! one always answers first) and identity-only rules in a policy without opaque ports. Only
+//! one always answers first; an enforced rule is not shadowed by an audit rule, since it
+//! makes their shared routes enforced), identity-only rules in a policy without opaque ports,
+//! and a `mode` on an identity-only rule (it has no effect). Only
 //! rules sharing a route with the shadowed rule are compared, so this stays cheap at 10 000
 //! rules.
 
 use super::rules::CompiledRule;
 use crate::location::Diagnostic;
-use crate::policy::Inner;
+use crate::policy::{Inner, Mode};
 
 /// `rules` have been built into `inner`: each path knows its route, and the principals are in
 /// `inner.rules`.
@@ -33,7 +35,10 @@ pub(super) fn warn(
                 candidates
                     .iter()
                     .map(|e| e.rule)
-                    .filter(|&a| a < b)
+                    // an enforced rule on audit rules' routes enforces them: not redundant
+                    .filter(|&a| {
+                        a < b && !(rule.mode == Mode::Enforce && rules[a].mode == Mode::Audit)
+                    })
                     .find(|&a| {
                         principals(a).covers(principals(b))
                             && to.iter().all(|entry| {
@@ -55,6 +60,12 @@ pub(super) fn warn(
                 rule.name.value,
                 earlier.value,
                 earlier.origin.place()
+            )));
+        }
+        if let (None, Some(mode)) = (&rule.to, rule.written_mode) {
+            warnings.push(mode.warning(format!(
+                "rule {:?} has no `to`, so its `mode` has no effect: opaque-port denials follow `spec.mode`",
+                rule.name.value
             )));
         }
         if rule.to.is_none() && !has_opaque_ports {

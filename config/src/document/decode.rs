@@ -108,10 +108,7 @@ fn spec(node: &Node, origin: Origin, diags: &mut Diags) -> Option<Spec> {
         &["mode", "mtls", "rules", "opaquePorts"],
         diags,
     )?;
-    let mode = fields.optional("mode").map(|(n, o)| {
-        let choices = [("enforce", ModeDoc::Enforce), ("audit", ModeDoc::Audit)];
-        choice(n, o, "mode", &choices, diags)
-    });
+    let mode = fields.optional("mode").map(|(n, o)| mode(n, o, diags));
     let mtls = fields.optional("mtls").map(|(n, o)| {
         let choices = [
             ("strict", MtlsDoc::Strict),
@@ -137,7 +134,7 @@ fn spec(node: &Node, origin: Origin, diags: &mut Diags) -> Option<Spec> {
 }
 
 fn rule(node: &Node, origin: Origin, diags: &mut Diags) -> Option<RuleDoc> {
-    let fields = Fields::new(node, origin, &["name", "from", "to"], diags)?;
+    let fields = Fields::new(node, origin, &["name", "from", "to", "mode"], diags)?;
     let name = fields
         .required("name", diags)
         .and_then(|(n, o)| non_empty(n, o, diags));
@@ -154,12 +151,23 @@ fn rule(node: &Node, origin: Origin, diags: &mut Diags) -> Option<RuleDoc> {
         }
         None => None,
     };
+    let mode = match fields.optional("mode") {
+        Some((n, o)) => Some(mode(n, o, diags)?),
+        None => None,
+    };
     Some(RuleDoc {
         origin: fields.origin,
         name: name?,
         principals: principals?,
         to,
+        mode,
     })
+}
+
+/// `spec.mode` or a rule's `mode`.
+fn mode(node: &Node, origin: Origin, diags: &mut Diags) -> Option<Located<ModeDoc>> {
+    let choices = [("enforce", ModeDoc::Enforce), ("audit", ModeDoc::Audit)];
+    choice(node, origin, "mode", &choices, diags)
 }
 
 fn to_entry(node: &Node, origin: Origin, diags: &mut Diags) -> Option<ToDoc> {

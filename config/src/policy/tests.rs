@@ -263,7 +263,10 @@ fn opaque_ports_admit_identity_only_rules() {
     assert_eq!(d.to_string(), "allowed by rule db (identity-only rule)");
     assert_eq!(d.route(), None);
     let d = p.authorize_peer(&peer(FRONTEND));
-    assert_eq!(d, Decision::Deny(Denial::PeerNotAdmitted));
+    assert_eq!(
+        d,
+        Decision::Deny(Denial::PeerNotAdmitted { mode: Mode::Audit })
+    );
     assert!(!p.authorize_peer(&Peer::Unauthenticated).is_allowed());
 }
 
@@ -340,5 +343,217 @@ fn ten_thousand_rules_load_and_decide() {
             format!("denied: no route matches (nearest: {nearest})"),
             "{target}"
         );
+    }
+}
+
+/// Per-rule `mode`: which denials are enforced.
+mod rule_modes {
+    use super::*;
+    use crate::check::run_tests;
+    use crate::compile::Loaded;
+
+    const ENFORCED_WITH_AUDIT_RULES: &str = r#"
+apiVersion: policy.palisade.dev/v1alpha1
+kind: ApiPolicy
+metadata: { name: rollout }
+spec:
+  rules:
+    - name: reports-new
+      mode: audit
+      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
+      to:
+        - methods: [GET]
+          paths: ["/reports/{id}"]
+    - name: orders
+      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
+      to:
+        - methods: [GET]
+          paths: ["/orders/{id}"]
+    - name: orders-audit
+      mode: audit
+      from: { principals: ["spiffe://cluster.local/ns/ops/sa/admin"] }
+      to:
+        - methods: [DELETE]
+          paths: ["/orders/{order}"]
+    - name: admin
+      mode: enforce
+      from: { principals: ["spiffe://cluster.local/ns/ops/sa/admin"] }
+      to:
+        - methods: ["*"]
+          paths: ["/admin/{*rest}"]
+    - name: admin-health
+      mode: audit
+      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
+      to:
+        - methods: [GET]
+          paths: ["/admin/health"]
+    - name: db
+      mode: audit
+      from: { principals: ["spiffe://cluster.local/ns/shop/*"] }
+  opaquePorts: [5432]
+tests:
+  - { peer: "spiffe://cluster.local/ns/web/sa/frontend", request: "POST /reports/1", expect: deny, rule: reports-new }
+  - { peer: "spiffe://cluster.local/ns/web/sa/frontend", request: "GET /reports/1", expect: allow, rule: reports-new }
+"#;
+
+    fn load(text: &str) -> Loaded {
+        Policy::from_yaml("rollout.yaml", text, &LoadOptions::default()).unwrap()
+    }
+
+    fn decision_mode(p: &Policy, method: &str, target: &str, who: &Peer) -> (bool, Option<Mode>) {
+        let target = normalize(target).unwrap();
+        match p.decide(method, target.path(), who) {
+            Decision::Allow(_) => (true, None),
+            Decision::Deny(d) => (false, Some(d.mode())),
+        }
+    }
+
+    #[test]
+    fn route_of_only_audit_rules_is_audit_denied() {
+        let p = load(ENFORCED_WITH_AUDIT_RULES).policy;
+        assert_eq!(p.mode(), Mode::Enforce);
+        let frontend = peer(FRONTEND);
+        let admin = peer(ADMIN);
+        // method not allowed, peer not allowed: both audit on the audit-only route
+        assert_eq!(
+            decision_mode(&p, "POST", "/reports/1", &frontend),
+            (false, Some(Mode::Audit))
+        );
+        assert_eq!(
+            decision_mode(&p, "GET", "/reports/1", &admin),
+            (false, Some(Mode::Audit))
+        );
+        // an audit rule's allow is an allow
+        assert_eq!(
+            decision_mode(&p, "GET", "/reports/1", &frontend),
+            (true, None)
+        );
+        let target = normalize("/reports/1").unwrap();
+        let d = p.decide("POST", target.path(), &frontend);
+        assert!(d.is_audit_denied());
+        assert!(!d.is_allowed());
+        assert_eq!(
+            d,
+            Decision::Deny(Denial::MethodNotAllowed {
+                template: "/reports/{id}",
+                rule: "reports-new",
+                mode: Mode::Audit,
+            })
+        );
+        // the reason reads the same as an enforced denial's
+        assert_eq!(
+            d.to_string(),
+            "denied: route /reports/{id} exists but rule reports-new does not allow this method"
+        );
+    }
+
+    #[test]
+    fn route_with_one_enforced_rule_stays_enforced() {
+        let p = load(ENFORCED_WITH_AUDIT_RULES).policy;
+        let frontend = peer(FRONTEND);
+        let other = peer("spiffe://cluster.local/ns/other/sa/x");
+        // `/orders/{id}` (enforced) and `/orders/{order}` (audit) share one route
+        assert_eq!(
+            decision_mode(&p, "DELETE", "/orders/1", &other),
+            (false, Some(Mode::Enforce))
+        );
+        assert_eq!(
+            decision_mode(&p, "PATCH", "/orders/1", &frontend),
+            (false, Some(Mode::Enforce))
+        );
+        assert_eq!(
+            decision_mode(&p, "DELETE", "/orders/1", &peer(ADMIN)),
+            (true, None)
+        );
+        // `/admin/health` (audit) is covered by the enforced `/admin/{*rest}`
+        let target = normalize("/admin/health").unwrap();
+        let d = p.decide("POST", target.path(), &frontend);
+        assert!(!d.is_audit_denied(), "{d}");
+        assert_eq!(
+            decision_mode(&p, "GET", "/admin/health", &other),
+            (false, Some(Mode::Enforce))
+        );
+        assert_eq!(
+            decision_mode(&p, "GET", "/admin/health", &frontend),
+            (true, None)
+        );
+        assert_eq!(
+            decision_mode(&p, "GET", "/admin/users", &frontend),
+            (false, Some(Mode::Enforce))
+        );
+    }
+
+    #[test]
+    fn no_route_and_opaque_port_denials_follow_spec_mode() {
+        let p = load(ENFORCED_WITH_AUDIT_RULES).policy;
+        let frontend = peer(FRONTEND);
+        assert_eq!(
+            decision_mode(&p, "GET", "/reports", &frontend),
+            (false, Some(Mode::Enforce))
+        );
+        let d = p.authorize_peer(&frontend);
+        assert_eq!(
+            d,
+            Decision::Deny(Denial::PeerNotAdmitted {
+                mode: Mode::Enforce
+            })
+        );
+        assert!(!d.is_audit_denied());
+
+        // the other way round: an audit policy with one enforced rule
+        let audit = ENFORCED_WITH_AUDIT_RULES.replace("spec:\n", "spec:\n  mode: audit\n");
+        let q = load(&audit).policy;
+        assert_eq!(q.mode(), Mode::Audit);
+        assert_eq!(
+            decision_mode(&q, "GET", "/reports", &frontend),
+            (false, Some(Mode::Audit))
+        );
+        assert!(q.authorize_peer(&frontend).is_audit_denied());
+        // `orders` now inherits audit, so its shared route is all audit
+        assert_eq!(
+            decision_mode(&q, "PATCH", "/orders/1", &frontend),
+            (false, Some(Mode::Audit))
+        );
+        // `admin` says enforce: its routes stay enforced under an audit policy
+        assert_eq!(
+            decision_mode(&q, "GET", "/admin/users", &frontend),
+            (false, Some(Mode::Enforce))
+        );
+        assert_eq!(
+            decision_mode(&q, "POST", "/admin/health", &frontend),
+            (false, Some(Mode::Enforce))
+        );
+        assert_ne!(p.version(), q.version());
+    }
+
+    #[test]
+    fn policy_level_audit_still_audits_every_denial() {
+        let p = policy(); // `spec.mode: audit`, no rule modes
+        for (method, target) in [("PATCH", "/api/v1/items/42"), ("GET", "/nope")] {
+            let target = normalize(target).unwrap();
+            assert!(
+                p.decide(method, target.path(), &peer(FRONTEND))
+                    .is_audit_denied()
+            );
+        }
+        let allowed = normalize("/api/v1/items/42").unwrap();
+        assert!(
+            !p.decide("GET", allowed.path(), &peer(FRONTEND))
+                .is_audit_denied()
+        );
+    }
+
+    #[test]
+    fn audit_denied_requests_satisfy_deny_expectations() {
+        let loaded = load(ENFORCED_WITH_AUDIT_RULES);
+        assert_eq!(loaded.tests.len(), 2);
+        let failures = run_tests(&loaded);
+        assert!(
+            failures.is_empty(),
+            "{:?}",
+            failures.first().map(ToString::to_string)
+        );
+        let wrong = ENFORCED_WITH_AUDIT_RULES.replace("expect: deny", "expect: allow");
+        assert_eq!(run_tests(&load(&wrong)).len(), 1);
     }
 }
