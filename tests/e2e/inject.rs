@@ -600,7 +600,10 @@ fn injected_proxy_answers_the_apps_probes() {
             { "name": "worker", "image": "worker:1",
               "livenessProbe": { "tcpSocket": { "port": app.port() } },
               "readinessProbe": { "httpGet": { "path": "/moved", "port": app.port() } },
-              "startupProbe": { "httpGet": { "path": "/healthz", "port": closed } } }] },
+              "startupProbe": { "httpGet": { "path": "/healthz", "port": closed } } },
+            // Its port speaks HTTP/1 only: the gRPC health check cannot pass.
+            { "name": "rpc", "image": "rpc:1",
+              "readinessProbe": { "grpc": { "port": app.port(), "service": "rpc" } } }] },
     });
     let (response, patch) = mutate(webhook.addr, &webhook.bundle, &pod);
     assert_eq!(response["allowed"], true, "{response}");
@@ -682,6 +685,8 @@ fn injected_proxy_answers_the_apps_probes() {
         ("/app-health/worker/livez", 200, ""),
         // A redirect is success for the kubelet, and is not followed.
         ("/app-health/worker/readyz", 200, "app answered 302"),
+        // gRPC: the health service is asked over h2c; an HTTP/1-only port fails.
+        ("/app-health/rpc/readyz", 503, "http exchange"),
         // Only the configured paths answer.
         ("/app-health/orders/nope", 404, "not found"),
         ("/app-health/", 404, "not found"),

@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `httpGet` | `httpGet` admin port, `/app-health/…` | the same GET (path, scheme, headers) on `127.0.0.1:<port>` |
 //! | `tcpSocket` | the same | a TCP connect to `127.0.0.1:<port>` |
-//! | `grpc` | the same | a TCP connect to `127.0.0.1:<port>` (the gRPC health service is not called); the port is also declared h2c to the proxy |
+//! | `grpc` | the same | `grpc.health.v1.Health/Check` (the probe's `service`) over h2c on `127.0.0.1:<port>`; the port is also declared h2c to the proxy |
 //! | `exec`, or `host` set (the kubelet probes another host) | unchanged | — |
 
 use std::collections::BTreeSet;
@@ -120,8 +120,15 @@ fn original_check(
         json!({ "tcpSocket": { "port": port(container, &tcp.port)? } })
     } else if let Some(grpc) = &probe.grpc {
         let port = port(container, &IntOrString::Int(grpc.port))?;
+        let mut grpc_json = json!({ "port": port });
+        if let (Some(service), Some(object)) = (
+            grpc.service.as_ref().filter(|s| !s.is_empty()),
+            grpc_json.as_object_mut(),
+        ) {
+            object.insert("service".to_owned(), json!(service));
+        }
         return Ok(Some((
-            with_timeout(json!({ "tcpSocket": { "port": port } }), probe),
+            with_timeout(json!({ "grpc": grpc_json }), probe),
             Some(port),
         )));
     } else {

@@ -197,7 +197,7 @@ fn probes_are_rewritten_through_the_admin_port() {
                                               "httpHeaders": [{ "name": "Host", "value": "orders.local" }] },
                                 "periodSeconds": 3, "timeoutSeconds": 2, "failureThreshold": 4 },
             "livenessProbe": { "tcpSocket": { "port": "http" }, "initialDelaySeconds": 5 },
-            "startupProbe": { "grpc": { "port": 9090 } } })),
+            "startupProbe": { "grpc": { "port": 9090, "service": "orders" } } })),
             { "name": "worker", "image": "w:1",
               "livenessProbe": { "httpGet": { "port": "8088" } },
               "readinessProbe": { "exec": { "command": ["true"] } } }] } }),
@@ -238,7 +238,7 @@ fn probes_are_rewritten_through_the_admin_port() {
                              "httpHeaders": [{ "name": "Host", "value": "orders.local" }] },
                 "timeoutSeconds": 2 },
             "/app-health/app/livez": { "tcpSocket": { "port": 8080 } },
-            "/app-health/app/startupz": { "tcpSocket": { "port": 9090 } },
+            "/app-health/app/startupz": { "grpc": { "port": 9090, "service": "orders" } },
             "/app-health/worker/livez": { "httpGet": { "port": 8088 } },
         })
     );

@@ -13,6 +13,7 @@
 //! | `httpGet` (scheme `HTTP`) | `GET <path>` over HTTP/1.1 to `<port>`, with the probe's `httpHeaders` | the app's 2xx as is, 3xx as 200 (the redirect is not followed, as the kubelet does not follow one to another host), 4xx/5xx as is |
 //! | `httpGet` (scheme `HTTPS`) | the same over TLS, **certificate not verified** (what the kubelet does) | the same |
 //! | `tcpSocket` | a TCP connect to `<port>` | 200 when it connects |
+//! | `grpc` | `grpc.health.v1.Health/Check` for the probe's `service` over h2c to `<port>` | 200 when the status is `SERVING`, else 503 |
 //! | (any) app unreachable | — | 503; 504 past the probe's `timeoutSeconds` |
 //!
 //! # Security
@@ -28,11 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HOST, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use http::header::{CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, TE, USER_AGENT};
 use http::uri::PathAndQuery;
 use http::{Request, StatusCode};
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
@@ -90,6 +91,13 @@ pub enum Check {
         /// The app's port.
         port: u16,
     },
+    /// The gRPC health service's `Check` over h2c (HTTP/2 without TLS) to `port`.
+    Grpc {
+        /// The app's port.
+        port: u16,
+        /// The `service` asked about; empty: the server as a whole.
+        service: String,
+    },
 }
 
 /// Why `PALISADE_APP_PROBES` does not load.
@@ -117,6 +125,7 @@ pub enum AppProbesError {
 struct ProbeDocument {
     http_get: Option<HttpGetDocument>,
     tcp_socket: Option<TcpSocketDocument>,
+    grpc: Option<GrpcDocument>,
     timeout_seconds: Option<u64>,
 }
 
@@ -143,6 +152,14 @@ struct HeaderDocument {
 #[serde(deny_unknown_fields)]
 struct TcpSocketDocument {
     port: u16,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcDocument {
+    port: u16,
+    #[serde(default)]
+    service: Option<String>,
 }
 
 /// Why one check failed (logged at debug; the kubelet sees the status).
@@ -177,12 +194,13 @@ impl AppProbes {
     ///                  "httpHeaders": [{ "name": "X-Probe", "value": "1" }] },
     ///     "timeoutSeconds": 1
     ///   },
-    ///   "/app-health/orders/livez": { "tcpSocket": { "port": 8080 } }
+    ///   "/app-health/orders/livez": { "tcpSocket": { "port": 8080 } },
+    ///   "/app-health/orders/startupz": { "grpc": { "port": 9090 } }
     /// }
     /// ```
     ///
-    /// Each key must start with `/app-health/`; each entry has exactly one of `httpGet` and
-    /// `tcpSocket`; `path` defaults to `/`, `scheme` to `HTTP`, `timeoutSeconds` to 1 (at
+    /// Each key must start with `/app-health/`; each entry has exactly one of `httpGet`,
+    /// `tcpSocket` and `grpc` (`{ "port": 9090, "service": "orders" }`); `path` defaults to `/`, `scheme` to `HTTP`, `timeoutSeconds` to 1 (at
     /// most [`MAX_PROBE_TIMEOUT`]). Unknown fields are errors.
     pub fn from_json(text: &str) -> Result<AppProbes, AppProbesError> {
         let documents: BTreeMap<String, ProbeDocument> =
@@ -196,11 +214,15 @@ impl AppProbes {
             if !path.starts_with(APP_HEALTH_PREFIX) || path.len() == APP_HEALTH_PREFIX.len() {
                 return Err(invalid("admin path must start with /app-health/"));
             }
-            let check = match (document.http_get, document.tcp_socket) {
-                (Some(get), None) => http_check(get).map_err(invalid)?,
-                (None, Some(tcp)) if tcp.port != 0 => Check::Tcp { port: tcp.port },
-                (None, Some(_)) => return Err(invalid("port 0")),
-                _ => return Err(invalid("needs exactly one of httpGet and tcpSocket")),
+            let check = match (document.http_get, document.tcp_socket, document.grpc) {
+                (Some(get), None, None) => http_check(get).map_err(invalid)?,
+                (None, Some(tcp), None) if tcp.port != 0 => Check::Tcp { port: tcp.port },
+                (None, None, Some(grpc)) if grpc.port != 0 => Check::Grpc {
+                    port: grpc.port,
+                    service: grpc.service.unwrap_or_default(),
+                },
+                (None, Some(_), None) | (None, None, Some(_)) => return Err(invalid("port 0")),
+                _ => return Err(invalid("needs exactly one of httpGet, tcpSocket and grpc")),
             };
             let timeout = match document.timeout_seconds {
                 None => Duration::from_secs(1),
@@ -309,20 +331,21 @@ impl Check {
         user_agent: Option<&HeaderValue>,
     ) -> Result<StatusCode, CheckError> {
         let port = match self {
-            Check::Http { port, .. } | Check::Tcp { port } => *port,
+            Check::Http { port, .. } | Check::Tcp { port } | Check::Grpc { port, .. } => *port,
         };
         let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
         let stream = TcpStream::connect(addr)
             .await
             .map_err(CheckError::Connect)?;
-        let Check::Http {
-            path,
-            https,
-            headers,
-            ..
-        } = self
-        else {
-            return Ok(StatusCode::OK);
+        let (path, https, headers) = match self {
+            Check::Tcp { .. } => return Ok(StatusCode::OK),
+            Check::Grpc { service, .. } => return grpc_check(stream, addr, service).await,
+            Check::Http {
+                path,
+                https,
+                headers,
+                ..
+            } => (path, https, headers),
         };
         let mut request = Request::get(path.clone())
             .header(HOST, addr.to_string())
@@ -363,6 +386,83 @@ where
     let response = sender.send_request(request).await;
     driver.abort();
     Ok(response.map_err(CheckError::Http)?.status())
+}
+
+/// The gRPC health check (`grpc.health.v1.Health/Check`) over h2c: 200 when the answer is
+/// `SERVING` with `grpc-status: 0`, 503 otherwise (what the kubelet's gRPC probe decides).
+async fn grpc_check(
+    stream: TcpStream,
+    addr: SocketAddr,
+    service: &str,
+) -> Result<StatusCode, CheckError> {
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(CheckError::Http)?;
+    let driver = tokio::spawn(connection);
+    let request = Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+        .header(CONTENT_TYPE, "application/grpc")
+        .header(TE, "trailers")
+        .header(USER_AGENT, "palisade-probe")
+        .body(Full::new(grpc::health_check_request(service)))
+        .map_err(CheckError::Request)?;
+    let answer = async {
+        let response = sender.send_request(request).await?;
+        let (head, body) = response.into_parts();
+        let collected = body.collect().await?;
+        Ok::<_, hyper::Error>((head, collected))
+    }
+    .await;
+    driver.abort();
+    let (head, collected) = answer.map_err(CheckError::Http)?;
+    // A trailers-only answer carries grpc-status in the head.
+    let status = collected
+        .trailers()
+        .and_then(|t| t.get(grpc::STATUS))
+        .or_else(|| head.headers.get(grpc::STATUS));
+    let serving = head.status == StatusCode::OK
+        && status.is_some_and(|s| s == "0")
+        && grpc::is_serving(&collected.to_bytes());
+    Ok(if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    })
+}
+
+/// The two messages of the gRPC health protocol this check needs, in their fixed wire form.
+mod grpc {
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    /// The trailer (or header) holding the gRPC status code.
+    pub(super) const STATUS: &str = "grpc-status";
+
+    /// A length-prefixed `HealthCheckRequest { service }` (field 1, a string).
+    pub(super) fn health_check_request(service: &str) -> Bytes {
+        let mut message = BytesMut::new();
+        if !service.is_empty() {
+            message.put_u8(0x0a); // field 1, length-delimited
+            let mut len = service.len();
+            while len >= 0x80 {
+                message.put_u8(((len & 0x7f) as u8) | 0x80);
+                len >>= 7;
+            }
+            message.put_u8(len as u8);
+            message.put_slice(service.as_bytes());
+        }
+        let mut framed = BytesMut::with_capacity(5 + message.len());
+        framed.put_u8(0); // not compressed
+        framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+        framed.put_slice(&message);
+        framed.freeze()
+    }
+
+    /// Whether `body` is exactly one uncompressed `HealthCheckResponse { status: SERVING }`
+    /// (field 1 = 1, which every protobuf encoder writes as `08 01`). Anything else, including
+    /// a response with unknown fields, counts as not serving.
+    pub(super) fn is_serving(body: &[u8]) -> bool {
+        body == [0, 0, 0, 0, 2, 0x08, 0x01]
+    }
 }
 
 /// A TLS client that accepts any server certificate, for `HTTPS` probes only.
@@ -635,5 +735,88 @@ mod tests {
         assert_eq!(code, StatusCode::GATEWAY_TIMEOUT);
         assert!(started.elapsed() < Duration::from_secs(5));
         drop(listener);
+    }
+
+    /// A gRPC health server over h2c: `SERVING` for the whole server, `NOT_SERVING` for the
+    /// service `down`, an error status for anything else.
+    async fn grpc_app() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        |request: Request<hyper::body::Incoming>| async move {
+                            let path_ok = request.uri().path() == "/grpc.health.v1.Health/Check";
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let (message, code): (&[u8], &str) = if !path_ok {
+                                (&[], "12")
+                            } else if body == grpc::health_check_request("") {
+                                (&[0, 0, 0, 0, 2, 0x08, 0x01], "0")
+                            } else if body == grpc::health_check_request("down") {
+                                (&[0, 0, 0, 0, 2, 0x08, 0x02], "0")
+                            } else {
+                                (&[], "5")
+                            };
+                            let mut trailers = HeaderMap::new();
+                            trailers.insert(grpc::STATUS, HeaderValue::from_static(code));
+                            let body = Full::new(Bytes::copy_from_slice(message))
+                                .with_trailers(async move { Some(Ok(trailers)) });
+                            let mut response = http::Response::new(body);
+                            response
+                                .headers_mut()
+                                .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+                            Ok::<_, hyper::Error>(response)
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_probe_asks_the_health_service() {
+        let grpc = grpc_app().await;
+        let http1 = app(200, None).await;
+        let probes = AppProbes::from_json(&format!(
+            r#"{{ "/app-health/a/readyz": {{ "grpc": {{ "port": {grpc} }} }},
+                 "/app-health/a/livez": {{ "grpc": {{ "port": {grpc}, "service": "down" }} }},
+                 "/app-health/a/startupz": {{ "grpc": {{ "port": {grpc}, "service": "unknown" }} }},
+                 "/app-health/b/readyz": {{ "grpc": {{ "port": {http1} }} }} }}"#
+        ))
+        .expect("valid");
+        for (path, expected) in [
+            ("/app-health/a/readyz", StatusCode::OK),
+            ("/app-health/a/livez", StatusCode::SERVICE_UNAVAILABLE),
+            ("/app-health/a/startupz", StatusCode::SERVICE_UNAVAILABLE),
+            // Not an h2c server: the HTTP/2 handshake fails.
+            ("/app-health/b/readyz", StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            let (status, body) = probes.run(path, None).await.expect("configured");
+            assert_eq!(status, expected, "{path}: {body}");
+        }
+    }
+
+    #[test]
+    fn health_check_request_wire_form() {
+        assert_eq!(&grpc::health_check_request("")[..], [0, 0, 0, 0, 0]);
+        assert_eq!(
+            &grpc::health_check_request("ab")[..],
+            [0, 0, 0, 0, 4, 0x0a, 2, b'a', b'b']
+        );
+        let long = "x".repeat(300);
+        let framed = grpc::health_check_request(&long);
+        // 300 = 0b10_0101100: varint ac 02.
+        assert_eq!(&framed[..8], [0, 0, 0, 1, 47, 0x0a, 0xac, 0x02]);
+        assert_eq!(framed.len(), 5 + 3 + 300);
+        assert!(grpc::is_serving(&[0, 0, 0, 0, 2, 0x08, 0x01]));
+        assert!(!grpc::is_serving(&[0, 0, 0, 0, 2, 0x08, 0x02]));
+        assert!(!grpc::is_serving(&[]));
     }
 }
