@@ -6,12 +6,13 @@
 //! Also the life of a listener, shared by both sides: [`serve_connections`] runs each
 //! accepted connection on its own task until asked to drain, then stops accepting, gives
 //! open connections the drain time to finish, tells the rest to close
-//! ([`Shutdown::closing`]) and aborts what still runs after [`CLOSE_GRACE`]. [`Serving`] is
+//! ([`Shutdown::closing`]) and aborts what still runs after [`CLOSE_GRACE`]. [`Running`] is
 //! that loop on its own task, with the handle that starts the drain.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -77,10 +78,13 @@ pub struct Shutdown {
     close: watch::Receiver<bool>,
 }
 
-/// An accept loop on its own task (from [`Serving::spawn`]). Dropping it starts the drain
-/// without waiting for it.
+/// A listener's accept loop on its own task, and the listener's counters `S` (what
+/// `Inbound::spawn` and `Outbound::spawn` return). Dropping it starts the drain without
+/// waiting for it.
 #[derive(Debug)]
-pub struct Serving {
+pub struct Running<S> {
+    local_addr: SocketAddr,
+    stats: Arc<S>,
     drain: watch::Sender<bool>,
     task: JoinHandle<()>,
     side: &'static str,
@@ -257,28 +261,50 @@ where
     serving.await;
 }
 
-// === impl Serving ===
+// === impl Running ===
 
-impl Serving {
-    /// Runs `accept_loop` (given the drain signal) on a new task; `side` names it in logs.
-    pub fn spawn<L, F>(accept_loop: L, side: &'static str) -> Serving
+impl<S> Running<S> {
+    /// Runs `accept_loop` (given the drain signal) on a new task, for the listener bound to
+    /// `local_addr` that counts into `stats`; `side` names it in logs.
+    pub fn spawn<L, F>(
+        local_addr: SocketAddr,
+        stats: Arc<S>,
+        side: &'static str,
+        accept_loop: L,
+    ) -> Running<S>
     where
         L: FnOnce(watch::Receiver<bool>) -> F,
         F: Future<Output = ()> + Send + 'static,
     {
         let (drain, rx) = watch::channel(false);
         let task = tokio::spawn(accept_loop(rx));
-        Serving { drain, task, side }
+        Running {
+            local_addr,
+            stats,
+            drain,
+            task,
+            side,
+        }
     }
 
-    /// Stops accepting and starts the drain; does not wait for it (see
-    /// [`Serving::shutdown`]).
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters of this listener.
+    pub fn stats(&self) -> Arc<S> {
+        self.stats.clone()
+    }
+
+    /// Stops accepting and starts the drain, without waiting for it (a proxy shutting down
+    /// drains its inbound and outbound sides at once).
     pub fn drain(&self) {
         let _ = self.drain.send(true);
     }
 
-    /// Stops accepting and waits until every connection has ended (bounded by the drain
-    /// time, then [`CLOSE_GRACE`]).
+    /// Stops accepting and waits until every connection has ended: open connections get the
+    /// drain time to finish, then are closed (bounded by [`CLOSE_GRACE`] more).
     pub async fn shutdown(self) {
         self.drain();
         if let Err(error) = self.task.await {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::net::TcpListener;
 
-use crate::listen::{Serving, serve_until};
+use crate::listen::serve_until;
 use crate::telemetry::Telemetry;
 use crate::tls::TlsError;
 
@@ -54,12 +54,8 @@ pub struct Outbound {
 }
 
 /// A running outbound listener (from [`Outbound::spawn`]). Dropping it starts the same
-/// drain as [`Running::shutdown`] without waiting for it.
-pub struct Running {
-    local_addr: SocketAddr,
-    stats: Arc<Stats>,
-    serving: Serving,
-}
+/// drain as [`Running::shutdown`](crate::listen::Running::shutdown) without waiting for it.
+pub type Running = crate::listen::Running<Stats>;
 
 /// What the outbound side has seen since it started. Counters only go up.
 #[derive(Debug, Default)]
@@ -159,23 +155,17 @@ impl Outbound {
         .await;
     }
 
-    /// Serves on a new task; stop it with [`Running::shutdown`].
+    /// Serves on a new task; stop it with
+    /// [`Running::shutdown`](crate::listen::Running::shutdown).
     pub fn spawn(self) -> Running {
         let Outbound {
             listener,
             local_addr,
             shared,
         } = self;
-        let stats = shared.stats.clone();
-        let serving = Serving::spawn(
-            |drain| serve::accept_loop(listener, shared, drain),
-            "outbound",
-        );
-        Running {
-            local_addr,
-            stats,
-            serving,
-        }
+        Running::spawn(local_addr, shared.stats.clone(), "outbound", |drain| {
+            serve::accept_loop(listener, shared, drain)
+        })
     }
 }
 
@@ -187,32 +177,6 @@ fn is_self(target: SocketAddr, local: SocketAddr) -> bool {
         && (target_ip == local_ip
             || (local_ip.is_unspecified()
                 && (target_ip.is_loopback() || target_ip.is_unspecified())))
-}
-
-// === impl Running ===
-
-impl Running {
-    /// The address the listener is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The counters of this listener.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
-
-    /// Stops accepting and starts the drain, without waiting for it (a proxy shutting
-    /// down drains its inbound and outbound sides at once).
-    pub fn drain(&self) {
-        self.serving.drain();
-    }
-
-    /// Stops accepting and waits until every connection has ended: open connections get
-    /// the drain timeout to finish, then are closed.
-    pub async fn shutdown(self) {
-        self.serving.shutdown().await;
-    }
 }
 
 // === impl Stats ===
