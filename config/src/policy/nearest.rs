@@ -9,7 +9,8 @@
 //! log₂(routes) string comparisons (15 at 20 000 routes), so a first-level index narrows it:
 //! all prefixes starting with the path's first segment (`/svc1/`) are one contiguous range,
 //! found with one hash lookup, and the insertion point lies inside it. Paths whose first
-//! segment no prefix starts with fall back to the full binary search.
+//! segment no prefix starts with search all prefixes. Either search first compares 8-byte
+//! integer heads of the prefixes and only then strings, among the few with the path's head.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -26,6 +27,11 @@ pub(crate) struct Nearest {
     /// First segment with both slashes (`/svc1/`) → the range of `prefixes` starting with it.
     /// Keys come from the policy, never from requests, so an unkeyed hash is fine here.
     by_segment: HashMap<Box<str>, Range<usize>, BuildHasherDefault<Fnv1a>>,
+    /// Per prefix: its [`head`] after its first segment (what differs inside a `by_segment`
+    /// range), or from its start when it has no first segment.
+    heads: Vec<u64>,
+    /// Per prefix: its [`head`] from its start, for paths with no indexed first segment.
+    heads_from_start: Vec<u64>,
 }
 
 // === impl Nearest ===
@@ -35,6 +41,7 @@ impl Nearest {
     pub(crate) fn new(mut prefixes: Vec<(Arc<str>, usize)>) -> Nearest {
         prefixes.sort_unstable_by(|a, b| (prefix(a), &a.0).cmp(&(prefix(b), &b.0)));
         let mut by_segment: HashMap<Box<str>, Range<usize>, _> = HashMap::default();
+        let mut heads = Vec::with_capacity(prefixes.len());
         let mut start = 0;
         while let Some(p) = prefixes.get(start) {
             let segment = first_segment(prefix(p));
@@ -44,14 +51,26 @@ impl Nearest {
                 .take_while(|q| segment.is_some() && first_segment(prefix(q)) == segment)
                 .count()
                 .max(1);
+            let skip = segment.map_or(0, str::len);
+            heads.extend(
+                prefixes[start..start + len]
+                    .iter()
+                    .map(|q| head(prefix(q).as_bytes().get(skip..).unwrap_or_default())),
+            );
             if let Some(segment) = segment {
                 by_segment.insert(segment.into(), start..start + len);
             }
             start += len;
         }
+        let heads_from_start = prefixes
+            .iter()
+            .map(|p| head(prefix(p).as_bytes()))
+            .collect();
         Nearest {
             prefixes,
             by_segment,
+            heads,
+            heads_from_start,
         }
     }
 
@@ -79,18 +98,31 @@ impl Nearest {
     }
 
     /// The index of the first prefix sorting after `path`: the same answer as a binary search
-    /// over all prefixes. Every prefix starting with the path's first segment `s` is in
-    /// `by_segment[s]`; every prefix before that range sorts before all strings starting with
-    /// `s`, the path included, and every prefix after it sorts after them.
+    /// over all prefixes.
+    ///
+    /// Every prefix starting with the path's first segment `s` is in `by_segment[s]`; every
+    /// prefix before that range sorts before all strings starting with `s`, the path included,
+    /// and every prefix after it sorts after them. Inside the range (or over all prefixes when
+    /// `s` is not indexed), [`head`]s order like the strings they come from, so comparing
+    /// integers narrows the range to the prefixes whose head equals the path's; only those are
+    /// compared as strings.
     fn insertion_point(&self, path: &str) -> usize {
-        let range = first_segment(path)
-            .and_then(|s| self.by_segment.get(s))
-            .cloned()
-            .unwrap_or(0..self.prefixes.len());
-        let start = range.start;
+        let indexed = first_segment(path).and_then(|s| Some((self.by_segment.get(s)?, s.len())));
+        let (range, skip, heads) = match indexed {
+            Some((range, skip)) => (range.clone(), skip, &self.heads),
+            None => (0..self.prefixes.len(), 0, &self.heads_from_start),
+        };
+        let h = head(path.as_bytes().get(skip..).unwrap_or_default());
+        let heads = heads.get(range.clone()).unwrap_or_default();
+        let below = heads.partition_point(|&x| x < h);
+        let equal = heads
+            .get(below..)
+            .unwrap_or_default()
+            .partition_point(|&x| x == h);
+        let start = range.start + below;
         let within = self
             .prefixes
-            .get(range)
+            .get(start..start + equal)
             .unwrap_or_default()
             .partition_point(|p| prefix(p) <= path);
         start + within
@@ -100,6 +132,16 @@ impl Nearest {
 /// The literal prefix of a `prefixes` element.
 fn prefix((template, len): &(Arc<str>, usize)) -> &str {
     template.get(..*len).unwrap_or_default()
+}
+
+/// The first 8 bytes of `bytes` as a big-endian integer, zero-padded. If `a <= b` as strings,
+/// then `head(a) <= head(b)`; so a head smaller (greater) than the path's means a string
+/// smaller (greater) than the path.
+fn head(bytes: &[u8]) -> u64 {
+    let mut buf = [0; 8];
+    let n = bytes.len().min(8);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(buf)
 }
 
 /// `/svc1/` of `/svc1/api/…`: up to and including the second `/`; `None` without one.
@@ -182,6 +224,62 @@ mod tests {
         assert_eq!(n.find("/svc10/items"), Some("/svc10/items/{id}"));
         assert_eq!(n.find("/b/x"), Some("/b/c"));
         assert_eq!(n.find("/"), Some("/{tenant}/x"));
+    }
+
+    #[test]
+    fn index_and_heads_agree_with_a_full_search_on_every_combination() {
+        // Pieces chosen to collide in the first 8 bytes and to sort around '/'.
+        let pieces = [
+            "a",
+            "a-",
+            "ab",
+            "abcdefghij",
+            "abcdefghik",
+            "b",
+            "svc1",
+            "svc10",
+            "",
+        ];
+        let mut templates = Vec::new();
+        for x in pieces {
+            templates.push((format!("/{x}"), 1 + x.len()));
+            for y in pieces {
+                let literal = format!("/{x}/{y}/");
+                templates.push((format!("{literal}{{id}}"), literal.len()));
+                templates.push((literal.clone(), literal.len()));
+            }
+        }
+        let n = Nearest::new(
+            templates
+                .iter()
+                .map(|(t, len)| (Arc::from(t.as_str()), *len))
+                .collect(),
+        );
+        let mut checked = 0;
+        for x in pieces {
+            for y in pieces {
+                for z in ["", "/", "/c", "/abcdefghij/k"] {
+                    let path = format!("/{x}/{y}{z}");
+                    assert_eq!(n.insertion_point(&path), unindexed(&n, &path), "{path}");
+                    let short = format!("/{x}{z}");
+                    assert_eq!(n.insertion_point(&short), unindexed(&n, &short), "{short}");
+                    checked += 2;
+                }
+            }
+        }
+        assert_eq!(checked, pieces.len() * pieces.len() * 8);
+    }
+
+    #[test]
+    fn heads_order_like_strings() {
+        let words: [&[u8]; 7] = [b"", b"a", b"a\0", b"ab", b"abcdefgh", b"abcdefghz", b"b"];
+        for a in words {
+            for b in words {
+                if a <= b {
+                    assert!(head(a) <= head(b), "{a:?} {b:?}");
+                }
+            }
+        }
     }
 
     #[test]
