@@ -182,10 +182,13 @@ async fn serve(
                         let probes = probes.clone();
                         async move {
                             let (method, path, headers) = (request.method(), request.uri().path(), request.headers());
+                            if probes.get(path).is_some() && method != Method::GET {
+                                return Ok::<_, Infallible>(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+                            }
                             if method == Method::GET
                                 && let Some((status, body)) = probes.run(path, headers.get(USER_AGENT)).await
                             {
-                                return Ok::<_, Infallible>(text(status, body));
+                                return Ok(text(status, body));
                             }
                             Ok(answer(&state, remote, method, path, headers))
                         }

@@ -6,6 +6,10 @@
 //! wrong and where. While serving, policy and identity files are reloaded when they change,
 //! every `--reload-interval` and on SIGHUP (see docs/reload.md); a bad file on reload keeps
 //! the last good one in force.
+//!
+//! The environment variable `PALISADE_APP_PROBES` (set by `palisade inject`) lists the app's
+//! probes the admin port answers at `/app-health/…` (deploy/README.md); a malformed value
+//! stops the proxy at start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -544,17 +544,16 @@ fn closed_port() -> u16 {
 
 /// Plain HTTP with curl: (status, body).
 fn plain(method: &str, url: &str) -> (u16, String) {
+    // `-X HEAD` would wait for the body a HEAD answer never has; `-I` does not.
+    let method_args = if method == "HEAD" {
+        vec!["-I"]
+    } else {
+        vec!["-X", method]
+    };
     let output = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "-X",
-            method,
-            "-w",
-            "\n%{http_code}",
-            url,
-        ])
+        .args(["-sS", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(method_args)
+        .arg(url)
         .output()
         .expect("curl runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -704,10 +703,13 @@ fn injected_proxy_answers_the_apps_probes() {
     // The query is not the app's business: the configured path is what the app sees.
     assert_eq!(probe("/app-health/orders/readyz?x=/fail").0, 200);
     // GET only.
-    assert_eq!(
-        plain("POST", &format!("http://{admin}/app-health/orders/readyz")).0,
-        405
-    );
+    for method in ["POST", "HEAD", "PUT"] {
+        assert_eq!(
+            plain(method, &format!("http://{admin}/app-health/orders/readyz")).0,
+            405,
+            "{method}"
+        );
+    }
     let output = guard.terminate(Duration::from_secs(30));
     assert!(
         output.status.success(),
