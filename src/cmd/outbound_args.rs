@@ -17,8 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use palisade_config::SpiffeId;
 use palisade_proxy::outbound::{
-    Cidr, Destinations, MeshRules, Outbound, OutboundConfig, OutboundTimeouts, Running, Unmeshed,
-    Upstream,
+    Cidr, Destinations, MeshRules, Outbound, OutboundConfig, Running, Unmeshed, Upstream,
 };
 use palisade_proxy::reload::Reloader;
 use palisade_proxy::telemetry::Telemetry;
@@ -87,17 +86,6 @@ struct Fixed {
 // === impl OutboundArgs ===
 
 impl OutboundArgs {
-    /// As [`OutboundArgs::spawn_observed`] with no telemetry and the default drain time.
-    #[allow(
-        dead_code,
-        reason = "superseded by spawn_observed; goes once src/cmd/proxy.rs calls that"
-    )]
-    pub(crate) async fn spawn(self, reloader: &Reloader) -> Result<OutboundListeners> {
-        let drain = OutboundTimeouts::default().drain;
-        self.spawn_observed(reloader, &Telemetry::disabled(), drain)
-            .await
-    }
-
     /// Binds every outbound listener the flags ask for and serves them on new tasks, with
     /// the reloader's identity (rotations apply to new connections) and trust domains,
     /// recording into `telemetry`; on shutdown open connections get `drain` to finish.
@@ -151,10 +139,6 @@ impl OutboundArgs {
 
 impl OutboundListeners {
     /// Stops accepting on every listener and starts their drain, without waiting.
-    #[allow(
-        dead_code,
-        reason = "src/cmd/proxy.rs calls it once it drains the outbound side"
-    )]
     pub(crate) fn drain(&self) {
         for running in &self.0 {
             running.drain();
@@ -163,10 +147,6 @@ impl OutboundListeners {
 
     /// Drains every listener and waits until their connections have ended (bounded by the
     /// drain time).
-    #[allow(
-        dead_code,
-        reason = "src/cmd/proxy.rs calls it once it drains the outbound side"
-    )]
     pub(crate) async fn shutdown(self) {
         for running in &self.0 {
             running.drain();

@@ -238,11 +238,14 @@ async fn serve(args: Args) -> Result<ExitCode> {
     config.app.port = args.app.port();
     config.app.h2c_ports = args.h2c_app_ports;
     config.timeouts.drain = args.drain;
-    let inbound = Inbound::bind_observed(config, telemetry)
+    let inbound = Inbound::bind_observed(config, telemetry.clone())
         .await
         .with_context(|| format!("binding {}", args.inbound))?;
     tracing::info!(listen = %inbound.local_addr(), app = %args.app, "inbound listening");
-    let _outbound = args.outbound.spawn(&reloader).await?;
+    let outbound = args
+        .outbound
+        .spawn_observed(&reloader, &telemetry, args.drain)
+        .await?;
     let reloading = if args.no_reload {
         tracing::info!("reload off: policy and identity stay as loaded");
         None
@@ -255,8 +258,11 @@ async fn serve(args: Args) -> Result<ExitCode> {
             shutdown_signal().await;
             // Unready first, so the endpoints controller stops sending while we drain.
             readiness.set_unready();
+            // Both sides drain at once: the whole shutdown stays within --drain.
+            outbound.drain();
         })
         .await;
+    outbound.shutdown().await;
     if let Some(reloading) = reloading {
         reloading.shutdown().await;
     }

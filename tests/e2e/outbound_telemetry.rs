@@ -452,3 +452,200 @@ async fn a_connection_still_connecting_when_the_drain_ends_is_recorded() {
     assert_eq!(cut["peer_id"], Value::Null);
     hold.abort();
 }
+
+/// A free port on 127.0.0.1 (bound, read, released).
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Waits (bounded) until something accepts on `addr`.
+fn wait_accepting(addr: SocketAddr) {
+    let deadline = Instant::now() + LIMIT;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.1 exchange over a fresh connection to `addr` (blocking, bounded).
+fn http(addr: SocketAddr, head: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+/// An app answering every request `200 app-ok` and closing.
+fn plain_app() -> SocketAddr {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(LIMIT));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\napp-ok",
+                );
+            });
+        }
+    });
+    addr
+}
+
+/// `palisade proxy` A's outbound side (fixed destination) to `palisade proxy` B's inbound:
+/// A's `/metrics` shows the meshed connection, its access log (stdout) has a line per
+/// connection, and on SIGTERM a connection still open is closed at the end of `--drain`.
+#[test]
+fn the_binary_records_and_drains_its_outbound_side() {
+    let pki = Pki::new();
+    let policy = pki.dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        r#"apiVersion: policy.palisade.dev/v1alpha1
+kind: ApiPolicy
+metadata: { name: orders, namespace: shop }
+spec:
+  rules:
+    - name: read
+      from: { principals: ["spiffe://cluster.local/ns/web/sa/frontend"] }
+      to: [{ methods: [GET], paths: ["/api/v1/items/{id}"] }]
+"#,
+    )
+    .expect("policy");
+    let files = |id: &str| {
+        let svid = pki
+            .ca
+            .issue_svid(id, &SvidOptions::default())
+            .expect("svid");
+        let dir = pki.dir.path().join(id.replace(['/', ':'], "_"));
+        write_identity(&dir, &svid, pki.ca.bundle_pem()).expect("identity files");
+        dir
+    };
+    let (b_dir, a_dir) = (files(PEER_ID), files(APP_ID));
+    let app = plain_app();
+    let (b_inbound, a_admin, a_outbound) = (free_addr(), free_addr(), free_addr());
+
+    let mut b = crate::support::palisade();
+    b.args(["proxy", "--no-reload", "--admin", "127.0.0.1:0"])
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--identity-dir")
+        .arg(&b_dir)
+        .args([
+            "--inbound",
+            &b_inbound.to_string(),
+            "--app",
+            &app.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _b = crate::support::Guard(Some(b.spawn().expect("proxy b starts")));
+    let mut a = crate::support::palisade();
+    a.args(["proxy", "--no-reload", "--access-log", "--drain", "1s"])
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--identity-dir")
+        .arg(&a_dir)
+        .args(["--inbound", "127.0.0.1:0", "--app", &app.to_string()])
+        .args(["--admin", &a_admin.to_string()])
+        .arg("--outbound-fixed")
+        .arg(format!("{a_outbound}={b_inbound},{PEER_ID}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let a = crate::support::Guard(Some(a.spawn().expect("proxy a starts")));
+    wait_accepting(b_inbound);
+    // Ready once the outbound listener serves (probing it would count a connection).
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if std::net::TcpStream::connect(a_admin).is_ok() {
+            let ready = http(
+                a_admin,
+                "GET /ready HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+            );
+            if ready.starts_with("HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "proxy a not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let response = http(
+        a_outbound,
+        "GET /api/v1/items/1 HTTP/1.1\r\nhost: orders\r\nconnection: close\r\n\r\n",
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("app-ok"), "{response}");
+    let scrape = || {
+        http(
+            a_admin,
+            "GET /metrics HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+        )
+    };
+    let wait_for = |expected: &[&str]| {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let text = scrape();
+            if expected.iter().all(|line| has_sample(&text, line)) {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "missing {expected:?} in:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for(&[
+        r#"palisade_outbound_connections_total{outcome="meshed",reason="",peer_namespace="shop",peer_sa="orders"} 1"#,
+        r#"palisade_outbound_connections_closed_total{reason="closed"} 1"#,
+    ]);
+
+    // A connection the app keeps open (a request head never finished) when SIGTERM comes.
+    let mut lingering = std::net::TcpStream::connect(a_outbound).expect("connect");
+    lingering
+        .write_all(b"GET /api/v1/items/2 HTTP/1.1\r\n")
+        .expect("write");
+    wait_for(&[
+        r#"palisade_outbound_connections_total{outcome="meshed",reason="",peer_namespace="shop",peer_sa="orders"} 2"#,
+        "palisade_outbound_connections_open 1",
+    ]);
+    let started = Instant::now();
+    let output = a.terminate(LIMIT);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "exited after {took:?}, before --drain"
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON line"))
+        .collect();
+    let outbound: Vec<Value> = lines
+        .into_iter()
+        .filter(|l| l["direction"] == "outbound")
+        .collect();
+    assert_eq!(outbound.len(), 2, "{stdout}");
+    let done = line(&outbound, "meshed", "closed");
+    assert_eq!(done["peer_id"], PEER_ID);
+    assert_eq!(done["destination"], b_inbound.to_string());
+    let cut = line(&outbound, "meshed", "drain_timeout");
+    assert_eq!(cut["bytes_sent"], 30);
+}
