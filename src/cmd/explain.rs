@@ -65,6 +65,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
     let decision = loaded.policy.decide(method, normalized.path(), &peer);
     let verdict = if decision.is_allowed() {
         "allow"
+    } else if decision.is_audit_denied() {
+        "deny, audit only (forwarded)"
     } else {
         "deny (403)"
     };
@@ -76,7 +78,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode> {
         println!("route:      {route}");
     }
     println!("reason:     {decision}");
-    if !decision.is_allowed() && loaded.policy.mode() == palisade_config::Mode::Audit {
+    if decision.is_audit_denied() {
         println!("mode:       audit (the proxy would forward it and log a would-deny)");
     }
     Ok(if decision.is_allowed() {

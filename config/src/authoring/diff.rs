@@ -1,10 +1,13 @@
 //! `palisade diff`: what a policy change newly allows and no longer allows.
 //!
 //! Takes the two policies and the documents they were compiled from. From every rule of both
-//! sides it derives probes: a sample peer per principal pattern, every listed method, and each
-//! path template instantiated with sample values (plus its literal text). Every probe is
-//! decided under both policies; a probe allowed only by the new one widens access, one allowed
-//! only by the old one narrows it. The result is concrete example requests per peer.
+//! sides it derives probes: a sample peer per principal pattern plus, per trust domain, an
+//! outsider no rule names (and `unauthenticated`); every listed method plus the common ones;
+//! and each path template instantiated with sample values (plus its literal text). Every probe is
+//! decided under both policies; a probe that reaches the app only under the new one widens
+//! access, one that reaches it only under the old one narrows it. A denial in audit mode
+//! (per policy or per rule) reaches the app: it is forwarded and only logged. The result is
+//! concrete example requests per peer.
 
 use std::collections::BTreeSet;
 
@@ -12,11 +15,11 @@ use serde::Serialize;
 
 use crate::document::Document;
 use crate::normalize::normalize;
-use crate::policy::{Peer, Policy};
+use crate::policy::{Decision, Peer, Policy};
 use crate::spiffe::{PrincipalPattern, SpiffeId};
 use crate::template::{Segment, Template};
 
-/// Methods tried where a rule allows `"*"`.
+/// Methods every diff tries (besides those the rules list): `"*"` and unlisted methods.
 const WILDCARD_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 /// The `method` of a probe of an opaque port (identity-only rules).
 pub const OPAQUE: &str = "(opaque port)";
@@ -61,9 +64,9 @@ pub enum Verdict {
 /// The result of [`diff`].
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PolicyDiff {
-    /// Requests the new policy allows and the old one denies.
+    /// Requests that reach the app under the new policy and were refused under the old one.
     pub newly_allowed: Vec<Change>,
-    /// Requests the old policy allows and the new one denies.
+    /// Requests that reached the app under the old policy and are refused under the new one.
     pub no_longer_allowed: Vec<Change>,
 }
 
@@ -89,8 +92,8 @@ pub fn diff(old: &Policy, new: &Policy, probes: &Probes) -> PolicyDiff {
             peer_text,
             OPAQUE,
             "",
-            (before.is_allowed(), before.to_string()),
-            (after.is_allowed(), after.to_string()),
+            outcome(&before),
+            outcome(&after),
         );
         for method in &probes.methods {
             for path in &probes.paths {
@@ -104,13 +107,23 @@ pub fn diff(old: &Policy, new: &Policy, probes: &Probes) -> PolicyDiff {
                     peer_text,
                     method,
                     path,
-                    (before.is_allowed(), before.to_string()),
-                    (after.is_allowed(), after.to_string()),
+                    outcome(&before),
+                    outcome(&after),
                 );
             }
         }
     }
     result
+}
+
+/// Whether the request reaches the app (allowed, or denied in audit mode), and the decision
+/// in words.
+fn outcome(decision: &Decision<'_>) -> (bool, String) {
+    if decision.is_audit_denied() {
+        (true, format!("forwarded in audit mode ({decision})"))
+    } else {
+        (decision.is_allowed(), decision.to_string())
+    }
 }
 
 fn record(
@@ -150,6 +163,10 @@ fn peer_of(text: &str) -> Option<Peer> {
 impl Probes {
     /// Collects probes from the rules of the given documents (call once per side).
     pub fn add_documents(&mut self, documents: &[Document]) {
+        // Requests no rule was written for: what audit mode forwards and enforcing refuses.
+        self.peers.insert("unauthenticated".to_owned());
+        self.methods
+            .extend(WILDCARD_METHODS.iter().map(|m| (*m).to_owned()));
         for document in documents {
             for rule in &document.spec.rules {
                 for principal in &rule.principals.value {
@@ -157,10 +174,7 @@ impl Probes {
                 }
                 for to in rule.to.iter().flat_map(|to| to.value.iter()) {
                     for method in &to.methods.value {
-                        if method.value == "*" {
-                            self.methods
-                                .extend(WILDCARD_METHODS.iter().map(|m| (*m).to_owned()));
-                        } else {
+                        if method.value != "*" {
                             self.methods.insert(method.value.clone());
                         }
                     }
@@ -177,18 +191,23 @@ impl Probes {
             self.peers.insert(text.to_owned());
             return;
         }
-        let sample = match PrincipalPattern::parse(text) {
-            Ok(PrincipalPattern::Exact(id)) => id.as_str().to_owned(),
-            Ok(PrincipalPattern::Namespace {
+        let Ok(pattern) = PrincipalPattern::parse(text) else {
+            return;
+        };
+        // An outsider of the trust domain (a sample namespace and service account).
+        self.peers.insert(format!(
+            "spiffe://{}/ns/{SAMPLE_NAME}/sa/{SAMPLE_NAME}",
+            pattern.trust_domain()
+        ));
+        let sample = match pattern {
+            PrincipalPattern::Exact(id) => id.as_str().to_owned(),
+            PrincipalPattern::Namespace {
                 trust_domain,
                 namespace,
-            }) => {
-                format!("spiffe://{trust_domain}/ns/{namespace}/sa/{SAMPLE_NAME}")
-            }
-            Ok(PrincipalPattern::TrustDomain(td)) => {
+            } => format!("spiffe://{trust_domain}/ns/{namespace}/sa/{SAMPLE_NAME}"),
+            PrincipalPattern::TrustDomain(td) => {
                 format!("spiffe://{td}/ns/{SAMPLE_NAME}/sa/{SAMPLE_NAME}")
             }
-            Err(_) => return,
         };
         self.peers.insert(sample);
     }

@@ -97,3 +97,40 @@ fn catch_all_replacing_a_param_widens() {
         "{result:?}"
     );
 }
+
+#[test]
+fn audit_rule_widens_what_reaches_the_app() {
+    // An audit-only rule forwards its route's denials: a peer it does not name now reaches
+    // `/admin/...`, which no route matched (and so was refused) before.
+    let admin = r#"    - name: admin
+      mode: audit
+      from: { principals: ["spiffe://cluster.local/ns/ops/sa/admin"] }
+      to:
+        - methods: [GET]
+          paths: ["/admin/{page}"]
+"#;
+    let result = run(READ, &format!("{READ}{admin}"));
+    assert_eq!(result.verdict(), Verdict::Widens, "{result:?}");
+    let frontend = result
+        .newly_allowed
+        .iter()
+        .find(|c| c.peer == FRONTEND && c.path.starts_with("/admin/"))
+        .expect("the frontend now reaches /admin/…");
+    assert!(
+        frontend
+            .after
+            .starts_with("forwarded in audit mode (denied"),
+        "{frontend:?}"
+    );
+}
+
+#[test]
+fn enforcing_an_audit_rule_narrows() {
+    let audit = READ.replace(
+        "    - name: read\n",
+        "    - name: read\n      mode: audit\n",
+    );
+    let result = run(&audit, READ);
+    assert_eq!(result.verdict(), Verdict::Narrows, "{result:?}");
+    assert!(result.newly_allowed.is_empty(), "{result:?}");
+}
