@@ -30,6 +30,7 @@ use super::request_id::RequestId;
 use super::respond::reject;
 use super::stats::Stats;
 use super::{ResponseBody, ResponseFuture};
+use crate::telemetry::observe::Judgement;
 
 /// A request the policy allowed (or, in audit mode, would have denied), with the target
 /// that was checked.
@@ -118,8 +119,12 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 
 impl<S> tower::Service<Request<Incoming>> for Authorize<S>
 where
-    S: tower::Service<Authorized, Response = Response<ResponseBody>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: tower::Service<
+            Authorized,
+            Response = Response<ResponseBody>,
+            Error = Infallible,
+            Future = ResponseFuture,
+        >,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -135,6 +140,8 @@ where
         let version = request.version();
         let stats = &self.layer.stats;
         let peer = &self.layer.peer;
+        // Present when telemetry is on: what is decided here is also what gets recorded.
+        let judgement = request.extensions().get::<Judgement>();
 
         let target = match normalize(&request_target(&request)) {
             Ok(target) if is_double_encoded(target.path().as_str()) => {
@@ -145,6 +152,9 @@ where
                 tracing::info!(request.id = %id, peer.id = %PeerDisplay(peer), method = %request.method(),
                     error = %error, "request denied");
                 Stats::incr(&stats.requests_denied);
+                if let Some(judgement) = judgement {
+                    judgement.refused(true, &MalformedReason(&error));
+                }
                 let response = reject(&Unauthorized(()), &id, version);
                 return Box::pin(async move { Ok(response) });
             }
@@ -156,6 +166,9 @@ where
                 tracing::info!(request.id = %id, peer.id = %PeerDisplay(peer), method = %request.method(),
                     error = %error.0, "request rejected");
                 Stats::incr(&stats.requests_malformed);
+                if let Some(judgement) = judgement {
+                    judgement.refused(false, &MalformedReason(&error.0));
+                }
                 let response = reject(&error, &id, version);
                 return Box::pin(async move { Ok(response) });
             }
@@ -164,6 +177,9 @@ where
         let verdict = {
             let policy = self.layer.policy.load();
             let decision = policy.decide(request.method().as_str(), target.path(), peer);
+            if let Some(judgement) = judgement {
+                judgement.decided(&decision, policy.mode(), target.path());
+            }
             judge(
                 &decision,
                 policy.mode(),
@@ -183,7 +199,7 @@ where
                     peer: peer.clone(),
                     id,
                 };
-                Box::pin(self.inner.call(authorized))
+                self.inner.call(authorized)
             }
             Verdict::Deny => {
                 let response = reject(&Unauthorized(()), &id, version);
@@ -249,6 +265,16 @@ fn is_double_encoded(path: &str) -> bool {
             && w[3].is_ascii_hexdigit()
             && w[4].is_ascii_hexdigit()
     })
+}
+
+/// The reason telemetry records for a target that is refused before any decision:
+/// `malformed request target: <why>`.
+struct MalformedReason<'a>(&'a dyn std::fmt::Display);
+
+impl std::fmt::Display for MalformedReason<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "malformed request target: {}", self.0)
+    }
 }
 
 /// Formats a peer for logs: its SPIFFE ID or `unauthenticated`.

@@ -23,8 +23,6 @@
 //! client's bytes, it writes a new CRLF-framed request to the app, so no app can read the
 //! head differently.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::header::{CONTENT_LENGTH, HeaderMap, TRANSFER_ENCODING};
@@ -36,6 +34,7 @@ use super::request_id::RequestId;
 use super::respond::reject;
 use super::stats::Stats;
 use super::{ResponseBody, ResponseFuture};
+use crate::telemetry::observe::Judgement;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -80,8 +79,12 @@ impl<S> tower::Layer<S> for FramingLayer {
 
 impl<S> tower::Service<Request<Incoming>> for Framing<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<ResponseBody>,
+            Error = Infallible,
+            Future = ResponseFuture,
+        >,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -93,15 +96,15 @@ where
 
     fn call(&mut self, request: Request<Incoming>) -> ResponseFuture {
         match check(&request) {
-            Ok(()) => {
-                let future = self.inner.call(request);
-                Box::pin(future) as Pin<Box<dyn Future<Output = _> + Send>>
-            }
+            Ok(()) => self.inner.call(request),
             Err(error) => {
                 let id = request.extensions().get::<RequestId>().cloned();
                 let id = id.unwrap_or_else(RequestId::unknown);
                 tracing::info!(request.id = %id, error = %error, "request rejected");
                 Stats::incr(&self.stats.requests_bad_framing);
+                if let Some(judgement) = request.extensions().get::<Judgement>() {
+                    judgement.refused(false, &error);
+                }
                 let response = reject(&error, &id, request.version());
                 Box::pin(async move { Ok(response) })
             }

@@ -46,7 +46,7 @@ pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
     HeaderName::from_static("x-forwarded-client-cert");
 
 /// Hop-by-hop fields, removed in both directions. `Upgrade` is handled separately.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -57,7 +57,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// Fields a client could use to impersonate someone or redirect the app's routing.
-const SPOOFABLE: [HeaderName; 29] = [
+static SPOOFABLE: [HeaderName; 29] = [
     HeaderName::from_static("x-forwarded-client-cert"),
     HeaderName::from_static("x-original-url"),
     HeaderName::from_static("x-rewrite-url"),
@@ -133,8 +133,12 @@ impl<S> tower::Layer<S> for HeadersLayer {
 
 impl<S> tower::Service<Authorized> for Headers<S>
 where
-    S: tower::Service<Authorized, Response = Response<ResponseBody>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: tower::Service<
+            Authorized,
+            Response = Response<ResponseBody>,
+            Error = Infallible,
+            Future = ResponseFuture,
+        >,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -154,10 +158,7 @@ where
             None
         };
         strip_hop_by_hop(headers);
-        for name in &SPOOFABLE {
-            headers.remove(name);
-        }
-        strip_underscore_lookalikes(headers);
+        strip_spoofable(headers);
         if let Some(protocol) = upgrade_to {
             headers.insert(UPGRADE, protocol);
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -172,13 +173,18 @@ where
             headers.insert(X_FORWARDED_CLIENT_CERT, xfcc.clone());
         }
         headers.insert(X_REQUEST_ID, authorized.id.header_value());
-        Box::pin(self.inner.call(authorized))
+        self.inner.call(authorized)
     }
 }
 
 /// Removes hop-by-hop fields (and those `Connection` names) from a request or a response.
 /// Keeps `te: trailers`, the one `TE` value that may cross a proxy (gRPC requires it).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names first: most messages carry none of these, and a lookup per
+    // candidate name costs more than looking at each field once.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -201,24 +207,35 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes fields whose name, with `_` read as `-`, is one palisade strips or sets.
-fn strip_underscore_lookalikes(headers: &mut HeaderMap) {
-    let lookalikes: Vec<HeaderName> = headers
+/// Whether `name` is a hop-by-hop field (or one that may be: `Upgrade`, `TE`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == UPGRADE || name == TE
+}
+
+/// Removes the [`SPOOFABLE`] fields and the underscore look-alikes of every field palisade
+/// strips or sets, looking at each field name once.
+fn strip_spoofable(headers: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().contains('_'))
-        .filter(|name| {
-            let dashed = name.as_str().replace('_', "-");
-            SPOOFABLE
-                .iter()
-                .chain(HOP_BY_HOP.iter())
-                .chain([UPGRADE, TE, HOST].iter())
-                .any(|known| known.as_str() == dashed)
-        })
+        .filter(|name| SPOOFABLE.contains(name) || is_underscore_lookalike(name))
         .cloned()
         .collect();
-    for name in lookalikes {
+    for name in doomed {
         headers.remove(name);
     }
+}
+
+/// Whether `name`, with `_` read as `-`, is one palisade strips or sets.
+fn is_underscore_lookalike(name: &HeaderName) -> bool {
+    if !name.as_str().contains('_') {
+        return false;
+    }
+    let dashed = name.as_str().replace('_', "-");
+    SPOOFABLE
+        .iter()
+        .chain(HOP_BY_HOP.iter())
+        .chain([UPGRADE, TE, HOST].iter())
+        .any(|known| known.as_str() == dashed)
 }
 
 #[cfg(test)]
@@ -261,18 +278,34 @@ mod tests {
     }
 
     #[test]
-    fn strips_underscore_lookalikes_only() {
+    fn leaves_messages_without_hop_by_hop_fields_alone() {
+        let mut headers = map(&[("host", "orders.shop"), ("te", "trailers"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 3);
+        let mut headers = map(&[("upgrade", "websocket"), ("x-kept", "1")]);
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    #[test]
+    fn strips_spoofable_fields_and_underscore_lookalikes_only() {
         let mut headers = map(&[
             ("x_forwarded_client_cert", "By=spoofed"),
             ("transfer_encoding", "chunked"),
             ("x_spiffe_id", "spoofed"),
             ("x_custom_field", "1"),
             ("x-kept", "1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-request-id", "spoofed"),
+            ("host", "orders.shop"),
         ]);
-        strip_underscore_lookalikes(&mut headers);
+        strip_spoofable(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
-        assert_eq!(left, ["x-kept", "x_custom_field"]);
+        assert_eq!(left, ["host", "x-kept", "x_custom_field"]);
     }
 
     #[test]

@@ -33,11 +33,7 @@ pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst) -> Stack {
     let headers = HeadersLayer::new(&config.own_id, &peer);
     ServiceBuilder::new()
         .layer(RequestIdLayer::new(shared.ids.clone()))
-        .layer(ObserveLayer::new(
-            &shared.telemetry,
-            config.policy.clone(),
-            &peer,
-        ))
+        .layer(ObserveLayer::new(&shared.telemetry, &peer))
         .layer(FramingLayer::new(shared.stats.clone()))
         .layer(AuthorizeLayer::new(
             config.policy.clone(),

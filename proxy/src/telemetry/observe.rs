@@ -1,21 +1,23 @@
 //! Telemetry, observe: the tower layer that watches each inbound request from its head to
 //! the end of its response body, right after the request ID is set.
 //!
-//! Takes a request (and the connection's peer); asks the policy the same question
-//! [`authorize`](crate::inbound::authorize) asks, only to label what happens (the route
-//! template, the decision, the rule and the reason — authorize alone decides); starts the
-//! request's server span and hands its `traceparent` on to the app; passes the request on
-//! unchanged otherwise. When the response body ends (or is dropped) it records the request
-//! once: the metrics, the span's end and, if sampled, the access-log line.
+//! Takes a request (and the connection's peer); starts the request's server span and hands
+//! its `traceparent` on to the app; leaves a [`Judgement`] in the request's extensions,
+//! which [`authorize`](crate::inbound::authorize) fills with what it decided (or
+//! [`framing`](crate::inbound::framing) with why it refused) — the route template, the
+//! decision, the rule and the reason, for labels only: the request is normalized and
+//! decided once, by authorize. Passes the request on unchanged otherwise. When the response
+//! body ends (or is dropped) it records the request once: the metrics, the span's end and,
+//! if sampled, the access-log line.
 
 use std::borrow::Cow;
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{Request, Response, Version};
@@ -24,7 +26,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Status, TraceContextExt};
-use palisade_config::{Decision, Mode, NormalizedPath, Peer, Policy, normalize};
+use palisade_config::{Decision, Mode, NormalizedPath, Peer};
 
 use super::Parts;
 use super::access_log::{AccessRecord, timestamp};
@@ -44,11 +46,24 @@ pub(crate) struct Observe<S> {
     connection: Option<Arc<Connection>>,
 }
 
+/// Where the step that settles a request leaves what it concluded, for observe's labels.
+/// Observe puts one in each request's extensions (only when telemetry is on); authorize
+/// fills it with its decision, framing with why it refused; observe takes it out when the
+/// response comes back. An empty one means no step decided (labelled `invalid`).
+#[derive(Clone)]
+pub(crate) struct Judgement(Arc<Slot>);
+
+/// The inside of a [`Judgement`].
+struct Slot {
+    parts: Arc<Parts>,
+    /// Rule, reason and path are wanted (an access-log line or a recording span).
+    detail: bool,
+    verdict: Mutex<Option<Verdict>>,
+}
+
 /// What every request of one connection shares.
 struct Connection {
     parts: Arc<Parts>,
-    policy: Arc<ArcSwap<Policy>>,
-    peer: Peer,
     labels: PeerLabels,
 }
 
@@ -60,7 +75,7 @@ struct PeerLabels {
     service_account: Arc<str>,
 }
 
-/// What the policy says about a request, for labels only.
+/// What the policy said about a request, for labels only.
 struct Verdict {
     decision: DecisionLabel,
     route: Option<Arc<str>>,
@@ -68,6 +83,19 @@ struct Verdict {
     path: Option<NormalizedPath>,
     /// Rule and reason, computed only when a log line or a recording span may need them.
     detail: Option<(Option<String>, String)>,
+}
+
+/// What is known about a request before it goes on, kept for when its response comes back.
+struct Pending {
+    parts: Arc<Parts>,
+    labels: RequestLabels,
+    started: Instant,
+    judgement: Judgement,
+    span: Option<opentelemetry::Context>,
+    /// The method and version, for the span's attributes (when it records).
+    described: Option<(http::Method, Version)>,
+    line: Option<Line>,
+    peer_id: Arc<str>,
 }
 
 /// Everything recorded when the response ends.
@@ -106,11 +134,7 @@ struct ObservedBody {
 // === impl ObserveLayer ===
 
 impl ObserveLayer {
-    pub(crate) fn new(
-        telemetry: &super::Telemetry,
-        policy: Arc<ArcSwap<Policy>>,
-        peer: &Peer,
-    ) -> ObserveLayer {
+    pub(crate) fn new(telemetry: &super::Telemetry, peer: &Peer) -> ObserveLayer {
         let Some(parts) = telemetry.parts().cloned() else {
             return ObserveLayer(None);
         };
@@ -127,12 +151,7 @@ impl ObserveLayer {
                 service_account: empty(),
             },
         };
-        ObserveLayer(Some(Arc::new(Connection {
-            parts,
-            policy,
-            peer: peer.clone(),
-            labels,
-        })))
+        ObserveLayer(Some(Arc::new(Connection { parts, labels })))
     }
 }
 
@@ -151,8 +170,12 @@ impl<S> tower::Layer<S> for ObserveLayer {
 
 impl<S> tower::Service<Request<Incoming>> for Observe<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: tower::Service<
+            Request<Incoming>,
+            Response = Response<ResponseBody>,
+            Error = Infallible,
+            Future = ResponseFuture,
+        >,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -164,7 +187,7 @@ where
 
     fn call(&mut self, mut request: Request<Incoming>) -> ResponseFuture {
         let Some(connection) = &self.connection else {
-            return Box::pin(self.inner.call(request));
+            return self.inner.call(request);
         };
         let parts = connection.parts.clone();
         let started = Instant::now();
@@ -175,48 +198,46 @@ where
         });
         let recording = span.as_ref().is_some_and(|cx| cx.span().is_recording());
         let logging = parts.access_log.is_some();
-        let verdict = judge(
-            &connection.policy,
-            &parts,
-            &request,
-            &connection.peer,
-            logging || recording,
-        );
-        if recording && let Some(cx) = &span {
-            describe_span(cx, &request, &verdict, &connection.labels);
-        }
-        let line = logging.then(|| {
-            let (rule, reason) = verdict.detail.clone().unwrap_or_default();
-            Line {
-                at: SystemTime::now(),
-                id: request
-                    .extensions()
-                    .get::<RequestId>()
-                    .cloned()
-                    .unwrap_or_else(RequestId::unknown),
-                peer: connection.labels.id.clone(),
-                method: request.method().as_str().to_owned(),
-                path: verdict.path.clone(),
-                route: verdict.route.clone(),
-                rule,
-                reason,
-                status: 0,
-                protocol: protocol(request.version()),
-                bytes_in: content_length(&request),
-                trace_id: span
-                    .as_ref()
-                    .filter(|cx| cx.span().span_context().is_valid())
-                    .map(|cx| cx.span().span_context().trace_id().to_string()),
-            }
+        let judgement = Judgement::new(parts.clone(), logging || recording);
+        request.extensions_mut().insert(judgement.clone());
+        let line = logging.then(|| Line {
+            at: SystemTime::now(),
+            id: request
+                .extensions()
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(RequestId::unknown),
+            peer: connection.labels.id.clone(),
+            method: request.method().as_str().to_owned(),
+            path: None,
+            route: None,
+            rule: None,
+            reason: String::new(),
+            status: 0,
+            protocol: protocol(request.version()),
+            bytes_in: content_length(&request),
+            trace_id: span
+                .as_ref()
+                .filter(|cx| cx.span().span_context().is_valid())
+                .map(|cx| cx.span().span_context().trace_id().to_string()),
         });
-        let labels = RequestLabels {
-            direction: Direction::Inbound,
-            method,
-            route: verdict.route.unwrap_or_else(|| parts.metrics.empty()),
-            status_class: StatusClass::ServerError,
-            decision: verdict.decision,
-            peer_namespace: connection.labels.namespace.clone(),
-            peer_sa: connection.labels.service_account.clone(),
+        let pending = Pending {
+            labels: RequestLabels {
+                direction: Direction::Inbound,
+                method,
+                route: parts.metrics.empty(),
+                status_class: StatusClass::ServerError,
+                decision: DecisionLabel::Invalid,
+                peer_namespace: connection.labels.namespace.clone(),
+                peer_sa: connection.labels.service_account.clone(),
+            },
+            parts,
+            started,
+            judgement,
+            span,
+            described: recording.then(|| (request.method().clone(), request.version())),
+            line,
+            peer_id: connection.labels.id.clone(),
         };
 
         let future = self.inner.call(request);
@@ -225,29 +246,7 @@ where
                 Ok(response) => response,
                 Err(never) => match never {},
             };
-            let status = response.status();
-            let mut finish = Box::new(Finish {
-                parts,
-                labels,
-                started,
-                responded: started.elapsed(),
-                span,
-                line,
-            });
-            finish.labels.status_class = StatusClass::of(status);
-            if let Some(line) = &mut finish.line {
-                line.status = status.as_u16();
-            }
-            if let Some(cx) = &finish.span {
-                let span = cx.span();
-                span.set_attribute(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status.as_u16()),
-                ));
-                if status.is_server_error() {
-                    span.set_status(Status::error(""));
-                }
-            }
+            let finish = pending.responded(response.status());
             Ok(response.map(|inner| {
                 ObservedBody {
                     inner,
@@ -260,79 +259,154 @@ where
     }
 }
 
-/// Asks the policy about `request` the way authorize does, for labels.
-fn judge(
-    policy: &ArcSwap<Policy>,
-    parts: &Parts,
-    request: &Request<Incoming>,
-    peer: &Peer,
-    detail: bool,
-) -> Verdict {
-    let target = match normalize(&request_target(request)) {
-        Ok(target) => target,
-        Err(error) => {
-            let decision = if error.is_denied_form() {
+// === impl Judgement ===
+
+impl Judgement {
+    fn new(parts: Arc<Parts>, detail: bool) -> Self {
+        Judgement(Arc::new(Slot {
+            parts,
+            detail,
+            verdict: Mutex::new(None),
+        }))
+    }
+
+    /// Records the policy's `decision` on `path` under `mode` (authorize calls this).
+    pub(crate) fn decided(&self, decision: &Decision<'_>, mode: Mode, path: &NormalizedPath) {
+        let slot = &*self.0;
+        let label = match (decision, mode) {
+            (Decision::Allow(_), _) => DecisionLabel::Allow,
+            (Decision::Deny(_), Mode::Audit) => DecisionLabel::AuditDeny,
+            (Decision::Deny(_), Mode::Enforce) => DecisionLabel::Deny,
+        };
+        let route = decision
+            .route()
+            .map(|route| slot.parts.metrics.route(Some(route)));
+        let (path, detail) = if slot.detail {
+            (
+                Some(path.clone()),
+                Some((decision.rule().map(str::to_owned), decision.to_string())),
+            )
+        } else {
+            (None, None)
+        };
+        self.set(Verdict {
+            decision: label,
+            route,
+            path,
+            detail,
+        });
+    }
+
+    /// Records that the request was refused before any decision: `why` becomes the reason.
+    /// `denied` labels it `deny` (a request form no rule can allow) instead of `invalid`.
+    pub(crate) fn refused(&self, denied: bool, why: &dyn Display) {
+        let slot = &*self.0;
+        self.set(Verdict {
+            decision: if denied {
                 DecisionLabel::Deny
             } else {
                 DecisionLabel::Invalid
-            };
-            return Verdict {
-                decision,
-                route: None,
-                path: None,
-                detail: detail.then(|| (None, format!("malformed request target: {error}"))),
-            };
+            },
+            route: None,
+            path: None,
+            detail: slot.detail.then(|| (None, why.to_string())),
+        });
+    }
+
+    fn set(&self, verdict: Verdict) {
+        if let Ok(mut slot) = self.0.verdict.lock() {
+            *slot = Some(verdict);
         }
-    };
-    let (path, _) = target.into_parts();
-    let policy = policy.load();
-    let decided = policy.decide(request.method().as_str(), &path, peer);
-    let decision = match (&decided, policy.mode()) {
-        (Decision::Allow(_), _) => DecisionLabel::Allow,
-        (Decision::Deny(_), Mode::Audit) => DecisionLabel::AuditDeny,
-        (Decision::Deny(_), Mode::Enforce) => DecisionLabel::Deny,
-    };
-    Verdict {
-        decision,
-        route: decided
-            .route()
-            .map(|route| parts.metrics.route(Some(route))),
-        detail: detail.then(|| (decided.rule().map(str::to_owned), decided.to_string())),
-        path: Some(path),
+    }
+
+    fn take(&self) -> Verdict {
+        let taken = self.0.verdict.lock().ok().and_then(|mut slot| slot.take());
+        taken.unwrap_or_else(|| Verdict {
+            decision: DecisionLabel::Invalid,
+            route: None,
+            path: None,
+            detail: self.0.detail.then(|| (None, "no decision".to_owned())),
+        })
     }
 }
 
-/// The request target as the client wrote it (authorize reads it the same way).
-fn request_target(request: &Request<Incoming>) -> Cow<'_, str> {
-    let uri = request.uri();
-    match (uri.scheme(), uri.path_and_query()) {
-        (None, Some(origin)) => Cow::Borrowed(origin.as_str()),
-        _ => Cow::Owned(uri.to_string()),
+// === impl Pending ===
+
+impl Pending {
+    /// Completes the labels, the span and the line with the verdict and the status.
+    fn responded(self, status: http::StatusCode) -> Box<Finish> {
+        let Pending {
+            parts,
+            mut labels,
+            started,
+            judgement,
+            span,
+            described,
+            mut line,
+            peer_id,
+        } = self;
+        let verdict = judgement.take();
+        if let (Some(cx), Some((method, version))) = (&span, &described) {
+            describe_span(cx, method, *version, &verdict, &peer_id);
+        }
+        labels.status_class = StatusClass::of(status);
+        labels.decision = verdict.decision;
+        if let Some(line) = &mut line {
+            line.status = status.as_u16();
+            line.route = verdict.route.clone();
+            line.path = verdict.path;
+            if let Some((rule, reason)) = verdict.detail {
+                line.rule = rule;
+                line.reason = reason;
+            }
+        }
+        if let Some(route) = verdict.route {
+            labels.route = route;
+        }
+        if let Some(cx) = &span {
+            let span = cx.span();
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if status.is_server_error() {
+                span.set_status(Status::error(""));
+            }
+        }
+        Box::new(Finish {
+            parts,
+            labels,
+            started,
+            responded: started.elapsed(),
+            span,
+            line,
+        })
     }
 }
 
-/// The span's attributes known before the app answers.
+/// The span's request attributes, once authorize has decided.
 fn describe_span(
     cx: &opentelemetry::Context,
-    request: &Request<Incoming>,
+    method: &http::Method,
+    version: Version,
     verdict: &Verdict,
-    peer: &PeerLabels,
+    peer_id: &str,
 ) {
     let span = cx.span();
-    let method = request.method().as_str().to_owned();
+    let method = method.as_str().to_owned();
     let mut attributes = vec![
         KeyValue::new("http.request.method", method.clone()),
         KeyValue::new("url.scheme", "https"),
         KeyValue::new(
             "network.protocol.version",
-            match request.version() {
+            match version {
                 Version::HTTP_2 => "2",
                 Version::HTTP_10 => "1.0",
                 _ => "1.1",
             },
         ),
         KeyValue::new("palisade.decision", verdict.decision.as_str()),
-        KeyValue::new("palisade.peer.id", peer.id.to_string()),
+        KeyValue::new("palisade.peer.id", peer_id.to_owned()),
     ];
     if let Some(path) = &verdict.path {
         attributes.push(KeyValue::new("url.path", path.as_str().to_owned()));
