@@ -30,8 +30,8 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use http::header::{
-    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, GetAll, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{Response, Version};
 use palisade_config::{Peer, SpiffeId};
@@ -180,31 +180,35 @@ where
 /// Removes hop-by-hop fields (and those `Connection` names) from a request or a response.
 /// Keeps `te: trailers`, the one `TE` value that may cross a proxy (gRPC requires it).
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names first: most messages carry none of these, and a lookup per
-    // candidate name costs more than looking at each field once.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|list| list.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        // `Connection: host` must not cost the app its Host field.
-        .filter(|name| name != HOST)
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    headers.remove(UPGRADE);
+    // One pass over the field names, then a removal per field actually present: most
+    // messages carry none or one (`connection: keep-alive`), and a lookup per candidate name
+    // costs more than looking at each field once.
+    let connection = headers.get_all(CONNECTION);
     let trailers_only = {
         let mut te = headers.get_all(TE).iter();
         matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     };
-    if !trailers_only {
-        headers.remove(TE);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            (is_hop_by_hop(name) && !(*name == TE && trailers_only)) || named_in(&connection, name)
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
     }
+}
+
+/// Whether a `Connection` field lists `name`. `Connection: host` must not cost the app its
+/// Host field.
+fn named_in(connection: &GetAll<'_, HeaderValue>, name: &HeaderName) -> bool {
+    name != HOST
+        && connection
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 /// Whether `name` is a hop-by-hop field (or one that may be: `Upgrade`, `TE`).
@@ -315,6 +319,7 @@ mod tests {
             (&[("te", "TRAILERS")][..], true),
             (&[("te", "trailers, gzip")][..], false),
             (&[("te", "trailers"), ("te", "gzip")][..], false),
+            (&[("te", "trailers"), ("connection", "TE")][..], false),
         ] {
             let mut headers = map(te);
             strip_hop_by_hop(&mut headers);
