@@ -65,9 +65,14 @@ pub(crate) struct Clients {
     h2c: Client<HttpConnector, ProgressBody>,
 }
 
-/// The innermost service: sends each request to one app address.
+/// The innermost service: sends each request to one app address. Cloned for every request
+/// (hyper calls the stack through a shared reference), so it is one `Arc`.
 #[derive(Clone, Debug)]
-pub(crate) struct Forward {
+pub(crate) struct Forward(Arc<Upstream>);
+
+/// The app address of one connection and how to reach it.
+#[derive(Debug)]
+struct Upstream {
     client: Client<HttpConnector, ProgressBody>,
     version: Version,
     /// `<app ip>:<port>`, parsed once per connection.
@@ -113,14 +118,14 @@ impl Forward {
         // A socket address always forms a valid authority.
         let authority = Authority::try_from(dst.0.to_string())
             .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
-        Self {
+        Self(Arc::new(Upstream {
             client,
             version,
             authority,
             body_progress: timeouts.body_progress,
             response_timeout: timeouts.upstream_response,
             stats,
-        }
+        }))
     }
 }
 
@@ -134,13 +139,15 @@ impl tower::Service<Authorized> for Forward {
     }
 
     fn call(&mut self, authorized: Authorized) -> ResponseFuture {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.forward(authorized).await) })
+        let upstream = self.0.clone();
+        Box::pin(async move { Ok(upstream.forward(authorized).await) })
     }
 }
 
-impl Forward {
-    async fn forward(self, authorized: Authorized) -> Response<ResponseBody> {
+// === impl Upstream ===
+
+impl Upstream {
+    async fn forward(&self, authorized: Authorized) -> Response<ResponseBody> {
         let Authorized {
             target,
             upgrade,
