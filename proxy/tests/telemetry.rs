@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use palisade_config::SpiffeId;
+use palisade_config::{Policy, SpiffeId};
 use palisade_proxy::admin::{
     Admin, AdminConfig, AdminState, OPENMETRICS, PROMETHEUS_TEXT, Readiness,
 };
@@ -79,14 +79,20 @@ async fn start(pki: &Pki, app: SocketAddr, config: TelemetryConfig) -> Observed 
 
 /// The inbound side with the policy in `mode` and `telemetry` in front of `app`.
 async fn start_in(pki: &Pki, app: SocketAddr, config: TelemetryConfig, mode: &str) -> Observed {
+    start_with(pki, app, config, policy(mode, "strict", "")).await
+}
+
+/// The inbound side enforcing `policy`, with `telemetry` in front of `app`.
+async fn start_with(
+    pki: &Pki,
+    app: SocketAddr,
+    config: TelemetryConfig,
+    policy: Policy,
+) -> Observed {
     let identity =
         Identity::load(&pki.identity_files_with(SERVER_ID, &SvidOptions::default())).unwrap();
     let tls = server_config(&identity, &TrustDomains::new([TD]).unwrap()).unwrap();
-    let mut inbound = InboundConfig::new(
-        policy(mode, "strict", ""),
-        tls,
-        SpiffeId::parse(SERVER_ID).unwrap(),
-    );
+    let mut inbound = InboundConfig::new(policy, tls, SpiffeId::parse(SERVER_ID).unwrap());
     inbound.listen = "127.0.0.1:0".parse().unwrap();
     inbound.app.ip = app.ip();
     inbound.app.port = app.port();
@@ -376,6 +382,71 @@ async fn audit_mode_counts_and_logs_would_be_denials() {
         lines[0]["reason"],
         "denied: route /api/v1/items/{id} exists but rule catalog-read does not allow this method"
     );
+}
+
+/// A per-rule `mode: audit` forwards the denials of its own route only: the rest of the
+/// policy stays enforced. Both show in metrics and access logs with their decision.
+#[tokio::test]
+async fn per_rule_audit_forwards_its_route_and_enforces_the_rest() {
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let preview = r#"    - name: reports-preview
+      mode: audit
+      from: { principals: ["spiffe://cluster.local/ns/ops/sa/debug"] }
+      to:
+        - methods: [GET]
+          paths: ["/api/v1/reports/{id}"]"#;
+    let observed = start_with(
+        &pki,
+        app.addr,
+        logging(),
+        policy("enforce", "strict", preview),
+    )
+    .await;
+    let frontend = Via::Tls(pki.client(FRONTEND, &[b"http/1.1"]));
+    let audited = send(
+        observed.proxy.addr,
+        &frontend,
+        request("GET", "/api/v1/reports/7", &[]),
+    )
+    .await;
+    assert_eq!(
+        audited.status,
+        StatusCode::OK,
+        "the audit rule's route forwards"
+    );
+    let denied = send(
+        observed.proxy.addr,
+        &frontend,
+        request("DELETE", "/api/v1/items/9", &[]),
+    )
+    .await;
+    assert_eq!(
+        denied.status,
+        StatusCode::FORBIDDEN,
+        "enforced rules still refuse"
+    );
+    let audit_series = r#"palisade_requests_total{direction="inbound",method="GET",route="/api/v1/reports/{id}",status_class="2xx",decision="audit_deny",peer_namespace="web",peer_sa="frontend"}"#;
+    let deny_series = r#"palisade_requests_total{direction="inbound",method="DELETE",route="/api/v1/items/{id}",status_class="4xx",decision="deny",peer_namespace="web",peer_sa="frontend"}"#;
+    let telemetry = observed.telemetry.clone();
+    assert!(
+        eventually(|| {
+            let text = metrics_text(&telemetry);
+            sample(&text, audit_series) == Some(1.0) && sample(&text, deny_series) == Some(1.0)
+        })
+        .await,
+        "{}",
+        metrics_text(&telemetry)
+    );
+    observed.proxy.running.shutdown().await;
+    observed.tasks.finish(LIMIT).await;
+    let lines = observed.log.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["decision"], "audit_deny");
+    assert_eq!(lines[0]["route"], "/api/v1/reports/{id}");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[1]["decision"], "deny");
+    assert_eq!(lines[1]["status"], 403);
 }
 
 /// A local OTLP/HTTP receiver: decodes every ExportTraceServiceRequest and passes its spans

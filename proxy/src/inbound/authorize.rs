@@ -177,18 +177,11 @@ where
         let verdict = {
             let policy = self.layer.policy.load();
             let decision = policy.decide(request.method().as_str(), target.path(), peer);
+            let mode = enforcement(&decision);
             if let Some(judgement) = judgement {
-                judgement.decided(&decision, policy.mode(), target.path());
+                judgement.decided(&decision, mode, target.path());
             }
-            judge(
-                &decision,
-                policy.mode(),
-                &id,
-                peer,
-                request.method(),
-                &target,
-                stats,
-            )
+            judge(&decision, mode, &id, peer, request.method(), &target, stats)
         };
         match verdict {
             Verdict::Forward { upgrade } => {
@@ -206,6 +199,16 @@ where
                 Box::pin(async move { Ok(response) })
             }
         }
+    }
+}
+
+/// Whether a denial is enforced or only audited: per rule, or the policy's `spec.mode` when
+/// no route matched (see [`Denial::mode`](palisade_config::Denial::mode)). Allowing is the
+/// same in both modes.
+fn enforcement(decision: &Decision<'_>) -> Mode {
+    match decision {
+        Decision::Allow(_) => Mode::Enforce,
+        Decision::Deny(denial) => denial.mode(),
     }
 }
 
