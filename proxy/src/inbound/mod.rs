@@ -20,11 +20,9 @@ use http::Response;
 use http_body_util::combinators::BoxBody;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::config::InboundConfig;
-use crate::listen::{ListenError, Listener};
+use crate::listen::{ListenError, Listener, serve_until};
 use crate::telemetry::Telemetry;
 
 pub mod authorize;
@@ -56,13 +54,8 @@ pub struct Inbound {
 }
 
 /// A running inbound side (from [`Inbound::spawn`]). Dropping it starts the same drain as
-/// [`Running::shutdown`] without waiting for it.
-pub struct Running {
-    local_addr: SocketAddr,
-    stats: Arc<Stats>,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
+/// [`Running::shutdown`](crate::listen::Running::shutdown) without waiting for it.
+pub type Running = crate::listen::Running<Stats>;
 
 /// Starting the inbound side failed.
 #[derive(Debug, thiserror::Error)]
@@ -132,30 +125,27 @@ impl Inbound {
     /// requests get up to the drain timeout to finish. Returns when every connection is
     /// closed.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
-        let (tx, rx) = watch::channel(false);
-        let serving = serve::accept_loop(self.listener, self.shared, rx);
-        tokio::pin!(serving);
-        tokio::select! {
-            () = &mut serving => return,
-            () = shutdown => {}
-        }
-        // Nobody else holds the sender, so this cannot fail while the loop runs.
-        let _ = tx.send(true);
-        serving.await;
+        let Inbound {
+            listener, shared, ..
+        } = self;
+        serve_until(
+            |drain| serve::accept_loop(listener, shared, drain),
+            shutdown,
+        )
+        .await;
     }
 
-    /// Serves on a new task; stop it with [`Running::shutdown`].
+    /// Serves on a new task; stop it with
+    /// [`Running::shutdown`](crate::listen::Running::shutdown).
     pub fn spawn(self) -> Running {
-        let (tx, rx) = watch::channel(false);
-        let local_addr = self.local_addr;
-        let stats = self.shared.stats.clone();
-        let task = tokio::spawn(serve::accept_loop(self.listener, self.shared, rx));
-        Running {
+        let Inbound {
+            listener,
             local_addr,
-            stats,
-            shutdown: tx,
-            task,
-        }
+            shared,
+        } = self;
+        Running::spawn(local_addr, shared.stats.clone(), "inbound", |drain| {
+            serve::accept_loop(listener, shared, drain)
+        })
     }
 }
 
@@ -181,27 +171,4 @@ fn http_builder(config: &InboundConfig) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(config.timeouts.idle / 2)
         .keep_alive_timeout(config.timeouts.header_read);
     builder
-}
-
-// === impl Running ===
-
-impl Running {
-    /// The address the inbound side listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The counters of this inbound side.
-    pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
-    }
-
-    /// Stops accepting, drains in-flight requests (bounded by the drain timeout) and waits
-    /// until every connection is closed.
-    pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        if let Err(error) = self.task.await {
-            tracing::error!(error = %error, "inbound task failed");
-        }
-    }
 }

@@ -18,7 +18,6 @@ use palisade_config::{MtlsMode, Peer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::authorize::PeerDisplay;
 use super::forward::ErrorChain;
@@ -26,7 +25,7 @@ use super::idle::{Activity, TrackedBody};
 use super::stats::Stats;
 use super::{Shared, stack};
 use crate::detect::{DetectError, Protocol, detect};
-use crate::listen::{Accepted, Listener, OrigDst};
+use crate::listen::{Accepted, AppListener, Listener, OrigDst, Shutdown, serve_connections};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::DetectOutcome;
 use crate::tls::HandshakeFailure;
@@ -69,60 +68,33 @@ enum ConnectionError {
     Http(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Accepts connections until `shutdown` flips to true, then drains.
+/// Accepts connections until `drain` flips to true, then drains
+/// ([`crate::listen::serve_connections`]).
 pub(crate) async fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    let watcher = shutdown.clone();
-    loop {
-        tokio::select! {
-            accepted = listener.accept(&shared.config.app) => match accepted {
-                Ok(accepted) => {
-                    Stats::incr(&shared.stats.connections_accepted);
-                    connections.spawn(serve_connection(accepted, shared.clone(), watcher.clone()));
-                }
-                Err(error) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = stopped(&mut shutdown) => break,
-        }
-    }
-    drop(listener);
-    let open = connections.len();
-    tracing::info!(connections = open, "draining");
-    let drain = shared.config.timeouts.drain;
-    let drained = tokio::time::timeout(drain, async {
-        while connections.join_next().await.is_some() {}
-    })
+    let listener = AppListener {
+        listener,
+        app: shared.config.app.clone(),
+    };
+    let drain_time = shared.config.timeouts.drain;
+    serve_connections(
+        listener,
+        drain,
+        drain_time,
+        "inbound",
+        |accepted, shutdown| {
+            Stats::incr(&shared.stats.connections_accepted);
+            serve_connection(accepted, shared.clone(), shutdown)
+        },
+    )
     .await;
-    if drained.is_err() {
-        tracing::warn!(
-            connections = connections.len(),
-            "drain timed out: closing connections"
-        );
-        connections.shutdown().await;
-    }
-}
-
-/// Completes once shutdown has been asked for (or the sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns must not live across an await (it is not Send).
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Runs one connection to its end and logs why it ended.
-async fn serve_connection(
-    accepted: Accepted,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-) {
+async fn serve_connection(accepted: Accepted, shared: Arc<Shared>, shutdown: Shutdown) {
     let remote = accepted.remote.0;
     let _open = OpenConnection::count(&shared.stats);
     let _observed = shared.telemetry.metrics().map(Metrics::connection);
@@ -174,7 +146,7 @@ impl Drop for OpenConnection {
 async fn connection(
     accepted: Accepted,
     shared: &Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(), ConnectionError> {
     let stats = &shared.stats;
     let mtls = shared.config.policy.load().mtls();
@@ -258,7 +230,7 @@ async fn handshake(
 async fn serve_handshaken<I>(
     handshaken: Box<Handshaken<I>>,
     shared: &Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> Result<(), ConnectionError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -313,7 +285,7 @@ where
 async fn serve_http<I>(
     handshaken: Box<Handshaken<I>>,
     shared: &Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> Result<(), ConnectionError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -346,11 +318,15 @@ where
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => return result.map_err(ConnectionError::Http),
-        () = stopped(&mut shutdown) => {}
+        () = shutdown.draining() => {}
         () = activity.idle(shared.config.timeouts.idle) => {
             tracing::debug!("closing idle connection");
         }
     }
     connection.as_mut().graceful_shutdown();
-    connection.await.map_err(ConnectionError::Http)
+    tokio::select! {
+        result = connection => result.map_err(ConnectionError::Http),
+        // The drain time is up: drop the connection now.
+        () = shutdown.closing() => Ok(()),
+    }
 }
