@@ -260,6 +260,10 @@ async fn access_log_lines_say_why_and_carry_no_secrets() {
     let denied_id = denied.assert_error(403, "forbidden");
     let malformed = send(addr, &frontend, get("/api/v1/%00items")).await;
     malformed.assert_error(400, "bad_request");
+    let mut order = request("POST", "/api/v1/orders", &[]);
+    *order.body_mut() = Full::new(Bytes::from_static(b"{\"item\":42,\"count\":3}"));
+    let ordered = send(addr, &frontend, order).await;
+    assert_eq!(ordered.status, StatusCode::OK);
 
     observed.proxy.running.shutdown().await;
     observed.tasks.finish(LIMIT).await;
@@ -279,7 +283,11 @@ async fn access_log_lines_say_why_and_carry_no_secrets() {
         );
     }
     let lines = observed.log.lines();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
+    // Body bytes as read from the client: none for a refused request, all of a forwarded one.
+    assert_eq!(lines[1]["bytes_in"], 0, "{text}");
+    assert_eq!(lines[3]["method"], "POST", "{text}");
+    assert_eq!(lines[3]["bytes_in"], 21, "{text}");
 
     let allow = &lines[0];
     assert_eq!(allow["decision"], "allow");

@@ -13,6 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::telemetry::observe::Judgement;
+
 /// A request body that must make progress.
 #[derive(Debug)]
 pub struct ProgressBody {
@@ -21,6 +23,8 @@ pub struct ProgressBody {
     /// Armed on the first wait, so bodies that are already complete never touch the timer.
     deadline: Option<Pin<Box<Sleep>>>,
     waiting: bool,
+    /// Where the bytes read are counted, when the access log or a span wants them.
+    counted: Option<Judgement>,
 }
 
 /// Reading the request body failed.
@@ -37,12 +41,13 @@ pub enum BodyError {
 // === impl ProgressBody ===
 
 impl ProgressBody {
-    pub(crate) fn new(inner: Incoming, interval: Duration) -> Self {
+    pub(crate) fn new(inner: Incoming, interval: Duration, counted: Option<Judgement>) -> Self {
         Self {
             inner,
             interval,
             deadline: None,
             waiting: false,
+            counted,
         }
     }
 }
@@ -58,6 +63,11 @@ impl Body for ProgressBody {
         let this = &mut *self;
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             this.waiting = false;
+            if let (Some(counted), Some(Ok(frame))) = (&this.counted, &frame)
+                && let Some(data) = frame.data_ref()
+            {
+                counted.body_read(data.len() as u64);
+            }
             return Poll::Ready(frame.map(|result| result.map_err(BodyError::Client)));
         }
         let interval = this.interval;

@@ -34,6 +34,7 @@ use super::stats::Stats;
 use super::{ResponseBody, ResponseFuture};
 use crate::config::Timeouts;
 use crate::listen::OrigDst;
+use crate::telemetry::observe::Judgement;
 
 /// Forwarding to the app failed.
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +161,12 @@ impl Upstream {
             .then(|| hyper::upgrade::on(&mut request));
 
         let (parts, body) = request.into_parts();
-        let mut upstream = Request::new(ProgressBody::new(body, self.body_progress));
+        let counted = parts
+            .extensions
+            .get::<Judgement>()
+            .filter(|judgement| judgement.counts_body())
+            .cloned();
+        let mut upstream = Request::new(ProgressBody::new(body, self.body_progress, counted));
         *upstream.method_mut() = parts.method;
         *upstream.headers_mut() = parts.headers;
         *upstream.version_mut() = self.version;

@@ -14,12 +14,12 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt::Display;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -59,6 +59,8 @@ struct Slot {
     /// Rule, reason and path are wanted (an access-log line or a recording span).
     detail: bool,
     verdict: Mutex<Option<Verdict>>,
+    /// Request-body bytes read from the client so far (counted only for log lines).
+    bytes_in: AtomicU64,
 }
 
 /// What every request of one connection shares.
@@ -106,6 +108,7 @@ struct Finish {
     responded: Duration,
     span: Option<opentelemetry::Context>,
     line: Option<Line>,
+    judgement: Judgement,
 }
 
 /// The parts of an access-log line known before the response ends.
@@ -120,7 +123,6 @@ struct Line {
     reason: String,
     status: u16,
     protocol: &'static str,
-    bytes_in: Option<u64>,
     trace_id: Option<String>,
 }
 
@@ -215,7 +217,6 @@ where
             reason: String::new(),
             status: 0,
             protocol: protocol(request.version()),
-            bytes_in: content_length(&request),
             trace_id: span
                 .as_ref()
                 .filter(|cx| cx.span().span_context().is_valid())
@@ -261,13 +262,37 @@ where
 
 // === impl Judgement ===
 
+impl std::fmt::Debug for Judgement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Judgement")
+            .field("bytes_in", &self.bytes_in())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Judgement {
     fn new(parts: Arc<Parts>, detail: bool) -> Self {
         Judgement(Arc::new(Slot {
             parts,
             detail,
             verdict: Mutex::new(None),
+            bytes_in: AtomicU64::new(0),
         }))
+    }
+
+    /// Whether the request's body bytes are wanted (for an access-log line or a span).
+    pub(crate) fn counts_body(&self) -> bool {
+        self.0.detail
+    }
+
+    /// Adds `n` bytes of request body read from the client (the forward step calls this).
+    pub(crate) fn body_read(&self, n: u64) {
+        self.0.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The request-body bytes read so far.
+    fn bytes_in(&self) -> u64 {
+        self.0.bytes_in.load(Ordering::Relaxed)
     }
 
     /// Records the policy's `decision` on `path` under `mode` (authorize calls this).
@@ -380,6 +405,7 @@ impl Pending {
             responded: started.elapsed(),
             span,
             line,
+            judgement,
         })
     }
 }
@@ -443,14 +469,6 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
-fn content_length(request: &Request<Incoming>) -> Option<u64> {
-    request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
-
 // === impl Finish ===
 
 impl Finish {
@@ -483,7 +501,7 @@ impl Finish {
             protocol: line.protocol,
             response_ms: millis(self.responded),
             duration_ms: millis(duration),
-            bytes_in: line.bytes_in,
+            bytes_in: Some(self.judgement.bytes_in()),
             bytes_out,
             trace_id: line.trace_id,
         });
