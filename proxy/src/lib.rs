@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod detect;
+mod error_chain;
 pub mod inbound;
 pub mod listen;
 pub mod orig_dst;

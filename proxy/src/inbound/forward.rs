@@ -33,6 +33,7 @@ use super::respond::reject;
 use super::stats::Stats;
 use super::{ResponseBody, ResponseFuture};
 use crate::config::Timeouts;
+use crate::error_chain::ErrorChain;
 use crate::listen::OrigDst;
 use crate::telemetry::observe::Judgement;
 
@@ -265,20 +266,5 @@ async fn tunnel(
     let mut upstream = TokioIo::new(upstream);
     if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
         tracing::debug!(request.id = %id, error = %error, "upgraded connection ended");
-    }
-}
-
-/// Displays an error with all its causes: `a: b: c`.
-pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }

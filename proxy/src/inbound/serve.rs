@@ -20,11 +20,11 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::authorize::PeerDisplay;
-use super::forward::ErrorChain;
 use super::idle::{Activity, TrackedBody};
 use super::stats::Stats;
 use super::{Shared, stack};
 use crate::detect::{DetectError, Protocol, detect};
+use crate::error_chain::ErrorChain;
 use crate::listen::{Accepted, AppListener, Listener, OrigDst, Shutdown, serve_connections};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::DetectOutcome;

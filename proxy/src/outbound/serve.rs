@@ -23,6 +23,7 @@ use super::flow::carry;
 use super::observe::{Connected, Observed};
 use super::route::{Refusal, Route, route};
 use super::{Destinations, OutboundConfig, Stats};
+use crate::error_chain::ErrorChain;
 use crate::listen::{Shutdown, serve_connections};
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::{CloseReason, OutboundOutcome};
@@ -97,7 +98,7 @@ async fn serve_connection(
                 }
                 _ => observed.failed("orig_dst", None, None),
             }
-            tracing::warn!(client = %remote, error = %Chain(&error), "outbound connection failed");
+            tracing::warn!(client = %remote, error = %ErrorChain(&error), "outbound connection failed");
         }
     }
 }
@@ -195,19 +196,4 @@ async fn timed<T>(
 fn closed(observed: &mut Observed, ended: CloseReason, remote: SocketAddr, dst: SocketAddr) {
     observed.closed(ended);
     tracing::debug!(client = %remote, dst = %dst, reason = ended.as_str(), "outbound connection closed");
-}
-
-/// Displays an error with its sources, `a: b: c`.
-struct Chain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(error) = source {
-            write!(f, ": {error}")?;
-            source = error.source();
-        }
-        Ok(())
-    }
 }

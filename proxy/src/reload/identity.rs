@@ -11,6 +11,7 @@ use super::status::{
     IDENTITY_ID_CHANGED, IDENTITY_PREFIX, IDENTITY_TLS_CONFIG, record_failure, unix_now,
 };
 use super::{Reloader, identity_version};
+use crate::error_chain::ErrorChain;
 use crate::tls::{Identity, IdentityError, IdentityPaths, TrustDomains, server_config};
 
 /// One identity that loaded, ready to be put in force.
@@ -119,11 +120,11 @@ fn load_identity(
 ) -> Result<NewIdentity, IdentityFailure> {
     let identity = Identity::load(paths).map_err(|error| IdentityFailure {
         kind: identity_kind(&error),
-        message: error_chain(&error),
+        message: ErrorChain(&error).to_string(),
     })?;
     let tls = server_config(&identity, trust).map_err(|error| IdentityFailure {
         kind: IDENTITY_TLS_CONFIG.to_owned(),
-        message: error_chain(&error),
+        message: ErrorChain(&error).to_string(),
     })?;
     let version = identity_version(&identity, paths);
     Ok(NewIdentity {
@@ -136,16 +137,4 @@ fn load_identity(
 /// `identity_` + the error's label: the failure kind counted.
 fn identity_kind(error: &IdentityError) -> String {
     format!("{IDENTITY_PREFIX}{}", error.as_label())
-}
-
-/// The error and each of its causes, `: `-separated.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
