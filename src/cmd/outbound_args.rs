@@ -172,16 +172,11 @@ fn describe(destinations: &Destinations) -> String {
     }
 }
 
-/// `90s`, `30m`, `1h` (a positive whole number and a unit).
+/// A positive duration in the CLI syntax (`90s`, `30m`, `1h`; see `parse_duration`).
 fn parse_idle(text: &str) -> Result<Duration, String> {
-    let units = [("s", 1), ("m", 60), ("h", 3600)];
-    let seconds = units.iter().find_map(|(unit, scale)| {
-        let number: u64 = text.strip_suffix(unit)?.parse().ok()?;
-        number.checked_mul(*scale)
-    });
-    match seconds {
-        Some(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
-        _ => Err(format!("{text:?} is not a duration like 90s, 30m or 1h")),
+    match super::proxy::parse_duration(text)? {
+        idle if idle.is_zero() => Err(format!("{text:?}: the idle timeout must be more than 0")),
+        idle => Ok(idle),
     }
 }
 

@@ -302,22 +302,29 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: no new connections, draining in-flight requests");
 }
 
-/// Parses `500ms`, `20s`, `2m`, and `0`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Parses `500ms`, `20s`, `2m`, `1h`, and `0`: the one duration syntax of the CLI.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} needs a unit: ms, s or m"))?;
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s, m or h"))?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number
         .parse()
         .map_err(|_| format!("{text:?} is not a duration"))?;
+    let seconds = |scale: u64| {
+        number
+            .checked_mul(scale)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too long"))
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number * 60)),
-        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        _ => Err(format!("{text:?}: unit must be ms, s, m or h")),
     }
 }
