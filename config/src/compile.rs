@@ -20,7 +20,7 @@ use crate::document::{self, Document, MAX_SOURCE_BYTES, MtlsDoc};
 use crate::fingerprint::Fnv1a;
 use crate::location::{Diagnostic, LoadError, Origin};
 use crate::policy::{Entry, Inner, Mode, MtlsMode, Nearest, Policy, Route, Rule};
-use crate::template::Template;
+use crate::template::TemplateRef;
 
 use rules::CompiledRule;
 
@@ -203,7 +203,7 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
     let mut routes: Vec<Route> = Vec::with_capacity(templates);
     let mut shapes = cover::Shapes::with_capacity(templates);
     // Per route: its first template and where it was written (for conflict messages).
-    let mut firsts: Vec<(&Template, &Origin)> = Vec::with_capacity(templates);
+    let mut firsts: Vec<(&TemplateRef<'_>, &Origin)> = Vec::with_capacity(templates);
     let mut prefixes: Vec<(Arc<str>, usize)> = Vec::with_capacity(templates);
     // Canonical form → route, built only once a conflict needs naming.
     let mut by_canonical: HashMap<String, usize> = HashMap::new();
@@ -292,7 +292,10 @@ fn route_mode(entries: &[Entry], rules: &[CompiledRule<'_>]) -> Mode {
 }
 
 /// Adds the routes not yet in `by_canonical` (they are numbered in order).
-fn index_canonical(by_canonical: &mut HashMap<String, usize>, firsts: &[(&Template, &Origin)]) {
+fn index_canonical(
+    by_canonical: &mut HashMap<String, usize>,
+    firsts: &[(&TemplateRef<'_>, &Origin)],
+) {
     for (route, (template, _)) in firsts.iter().enumerate().skip(by_canonical.len()) {
         by_canonical.insert(template.canonical(), route);
     }
@@ -301,10 +304,10 @@ fn index_canonical(by_canonical: &mut HashMap<String, usize>, firsts: &[(&Templa
 /// A trie insertion failure, as a located user diagnostic; `other` is the route it
 /// conflicts with, when matchit names one.
 fn conflict(
-    template: &Template,
+    template: &TemplateRef<'_>,
     origin: &Origin,
     error: &matchit::InsertError,
-    other: Option<(&Template, &Origin)>,
+    other: Option<(&TemplateRef<'_>, &Origin)>,
 ) -> Diagnostic {
     match other {
         Some((other, at)) => origin.error(format!(

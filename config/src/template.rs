@@ -7,8 +7,12 @@
 //! rejected here, because such a rule would silently allow nothing. The compiler then inserts
 //! [`Template::canonical`] into the route trie, so that templates differing only in parameter
 //! names share one node.
+//!
+//! Parsing borrows: [`TemplateRef`] is a template whose segments point into the text, which is
+//! what the compiler keeps for each of its (possibly 20 000) templates; a [`Template`] is the
+//! same parse copied into owned strings.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 /// A parsed path template.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,15 +21,23 @@ pub struct Template {
     segments: Vec<Segment>,
 }
 
-/// One `/`-separated piece of a [`Template`].
+/// One `/`-separated piece of a [`Template`]. `S` is the text: `String` in a [`Template`],
+/// `&str` borrowed from the template's text while compiling.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Segment {
+pub enum Segment<S = String> {
     /// Matches exactly this text (already in normalized form).
-    Literal(String),
+    Literal(S),
     /// `{name}`: exactly one non-empty segment.
-    Param(String),
+    Param(S),
     /// `{*name}`: one or more remaining segments; always last.
-    CatchAll(String),
+    CatchAll(S),
+}
+
+/// A parsed template that borrows its text: the same checks as [`Template::parse`], no copies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TemplateRef<'t> {
+    source: &'t str,
+    segments: Vec<Segment<&'t str>>,
 }
 
 /// Why a path template was rejected. `Display` is the message users see.
@@ -140,45 +152,10 @@ pub enum NeverMatches {
 impl Template {
     /// Parses a template. See the module documentation for the syntax.
     pub fn parse(s: &str) -> Result<Template, TemplateError> {
-        if s.is_empty() {
-            return Err(TemplateError::Empty);
-        }
-        let Some(rest) = s.strip_prefix('/') else {
-            return Err(TemplateError::NoLeadingSlash(s.to_owned()));
-        };
-        check_chars(s)?;
-        // One pass to parse every segment (so the first malformed one is reported), then the
-        // whole-template rules; neither allocates beyond the segments themselves.
-        let last = rest.bytes().filter(|&b| b == b'/').count();
-        let mut segments = Vec::with_capacity(last + 1);
-        for (i, seg) in rest.split('/').enumerate() {
-            segments.push(parse_segment(s, seg, i == last)?);
-        }
-        for (i, seg) in segments.iter().enumerate() {
-            let name = match seg {
-                Segment::Param(n) => n,
-                Segment::CatchAll(n) if i == last => n,
-                Segment::CatchAll(n) => {
-                    return Err(TemplateError::CatchAllNotLast {
-                        name: n.clone(),
-                        template: s.to_owned(),
-                    });
-                }
-                Segment::Literal(_) => continue,
-            };
-            let seen = segments[..i].iter().any(
-                |earlier| matches!(earlier, Segment::Param(n) | Segment::CatchAll(n) if n == name),
-            );
-            if seen {
-                return Err(TemplateError::DuplicateName {
-                    name: name.clone(),
-                    template: s.to_owned(),
-                });
-            }
-        }
+        let parsed = TemplateRef::parse(s)?;
         Ok(Template {
             source: s.to_owned(),
-            segments,
+            segments: parsed.segments.iter().map(Segment::to_owned).collect(),
         })
     }
 
@@ -195,25 +172,13 @@ impl Template {
     /// The route-trie form with parameter names replaced by their position (`{s2}`,
     /// `{*s3}`), so that `/items/{id}` and `/items/{item}` are the same route.
     pub fn canonical(&self) -> String {
-        let mut out = String::with_capacity(self.source.len() + 4);
-        for (i, seg) in self.segments.iter().enumerate() {
-            out.push('/');
-            match seg {
-                Segment::Literal(l) => out.push_str(l),
-                Segment::Param(_) => push_param(&mut out, "{s", i),
-                Segment::CatchAll(_) => push_param(&mut out, "{*s", i),
-            }
-        }
-        out
+        canonical(&self.segments, self.source.len())
     }
 
     /// The literal text before the first parameter (`/api/v1/items/` for
     /// `/api/v1/items/{id}`); used to name the nearest route of a denied request.
     pub fn literal_prefix(&self) -> &str {
-        match self.source.find('{') {
-            Some(i) => &self.source[..i],
-            None => &self.source,
-        }
+        literal_prefix(&self.source)
     }
 }
 
@@ -223,8 +188,131 @@ impl fmt::Display for Template {
     }
 }
 
+// === impl TemplateRef ===
+
+impl<'t> TemplateRef<'t> {
+    /// Parses a template (see the module documentation), borrowing `s`.
+    pub(crate) fn parse(s: &'t str) -> Result<TemplateRef<'t>, TemplateError> {
+        if s.is_empty() {
+            return Err(TemplateError::Empty);
+        }
+        let Some(rest) = s.strip_prefix('/') else {
+            return Err(TemplateError::NoLeadingSlash(s.to_owned()));
+        };
+        check_chars(s)?;
+        // One pass to parse every segment (so the first malformed one is reported), then the
+        // whole-template rules; neither allocates beyond the segment list itself.
+        let last = rest.bytes().filter(|&b| b == b'/').count();
+        let mut segments = Vec::with_capacity(last + 1);
+        for (i, seg) in split_segments(rest).enumerate() {
+            segments.push(parse_segment(s, seg, i == last)?);
+        }
+        for (i, seg) in segments.iter().enumerate() {
+            let name = match *seg {
+                Segment::Param(n) => n,
+                Segment::CatchAll(n) if i == last => n,
+                Segment::CatchAll(n) => {
+                    return Err(TemplateError::CatchAllNotLast {
+                        name: n.to_owned(),
+                        template: s.to_owned(),
+                    });
+                }
+                Segment::Literal(_) => continue,
+            };
+            let seen = segments[..i].iter().any(
+                |earlier| matches!(*earlier, Segment::Param(n) | Segment::CatchAll(n) if n == name),
+            );
+            if seen {
+                return Err(TemplateError::DuplicateName {
+                    name: name.to_owned(),
+                    template: s.to_owned(),
+                });
+            }
+        }
+        Ok(TemplateRef {
+            source: s,
+            segments,
+        })
+    }
+
+    /// The template as written.
+    pub(crate) fn as_str(&self) -> &'t str {
+        self.source
+    }
+
+    /// The segments after the leading `/`.
+    pub(crate) fn segments(&self) -> &[Segment<&'t str>] {
+        &self.segments
+    }
+
+    /// [`Template::canonical`].
+    pub(crate) fn canonical(&self) -> String {
+        canonical(&self.segments, self.source.len())
+    }
+
+    /// [`Template::literal_prefix`].
+    pub(crate) fn literal_prefix(&self) -> &'t str {
+        literal_prefix(self.source)
+    }
+}
+
+// === impl Segment ===
+
+impl Segment<&str> {
+    fn to_owned(&self) -> Segment {
+        match *self {
+            Segment::Literal(l) => Segment::Literal(l.to_owned()),
+            Segment::Param(n) => Segment::Param(n.to_owned()),
+            Segment::CatchAll(n) => Segment::CatchAll(n.to_owned()),
+        }
+    }
+}
+
+/// The canonical form of `segments` (see [`Template::canonical`]); `len` is the source's length.
+fn canonical<S: AsRef<str>>(segments: &[Segment<S>], len: usize) -> String {
+    let mut out = String::with_capacity(len + 4);
+    for (i, seg) in segments.iter().enumerate() {
+        out.push('/');
+        match seg {
+            Segment::Literal(l) => out.push_str(l.as_ref()),
+            Segment::Param(_) => push_param(&mut out, "{s", i),
+            Segment::CatchAll(_) => push_param(&mut out, "{*s", i),
+        }
+    }
+    out
+}
+
+/// The text before the first `{`.
+fn literal_prefix(source: &str) -> &str {
+    match source.bytes().position(|b| b == b'{') {
+        Some(i) => source.get(..i).unwrap_or(source),
+        None => source,
+    }
+}
+
+/// The `/`-separated pieces of `rest`. A byte scan: `/` is ASCII, so every piece is on a
+/// character boundary, and this is cheaper than `str::split` for short segments.
+fn split_segments(rest: &str) -> impl Iterator<Item = &str> {
+    let mut start = 0;
+    let ends = rest
+        .bytes()
+        .enumerate()
+        .filter(|&(_, b)| b == b'/')
+        .map(|(i, _)| i)
+        .chain(std::iter::once(rest.len()));
+    ends.map(move |end| {
+        let seg = rest.get(start..end).unwrap_or_default();
+        start = end + 1;
+        seg
+    })
+}
+
 /// Whole-template character checks: things normalization never lets through.
 fn check_chars(s: &str) -> Result<(), TemplateError> {
+    // The common case, one table lookup a byte: nothing but characters that need no check.
+    if s.bytes().all(|b| PLAIN[usize::from(b)]) {
+        return Ok(());
+    }
     let never = |why| TemplateError::NeverMatches {
         template: s.to_owned(),
         why,
@@ -282,13 +370,45 @@ fn check_chars(s: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
-/// Appends `{s<i>}` (or `{*s<i>}`) without a temporary string.
+/// The bytes [`check_chars`] accepts without looking further: ASCII `pchar`s except `%`, and
+/// `/`, `{`, `}`.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        // `b < 128`: an ASCII character.
+        let c = b as u8 as char;
+        table[b] = is_pchar(c) || c == '/' || c == '{' || c == '}';
+        b += 1;
+    }
+    table
+};
+
+/// Appends `{s<i>}` (or `{*s<i>}`) without a temporary string or the formatting machinery
+/// (the compiler calls this for every parameter of every template).
 fn push_param(out: &mut String, open: &str, i: usize) {
-    // Writing to a `String` cannot fail.
-    let _ = write!(out, "{open}{i}}}");
+    out.push_str(open);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = i;
+    loop {
+        at -= 1;
+        // `n % 10` is a single digit.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    out.push('}');
 }
 
-fn parse_segment(template: &str, seg: &str, is_last: bool) -> Result<Segment, TemplateError> {
+fn parse_segment<'t>(
+    template: &str,
+    seg: &'t str,
+    is_last: bool,
+) -> Result<Segment<&'t str>, TemplateError> {
     let never = |why| TemplateError::NeverMatches {
         template: template.to_owned(),
         why,
@@ -297,7 +417,7 @@ fn parse_segment(template: &str, seg: &str, is_last: bool) -> Result<Segment, Te
         // A trailing slash (`/api/`) is a real, normalized path; an empty segment elsewhere
         // is `//`.
         return if is_last {
-            Ok(Segment::Literal(String::new()))
+            Ok(Segment::Literal(""))
         } else {
             Err(never(NeverMatches::EmptySegment))
         };
@@ -308,13 +428,14 @@ fn parse_segment(template: &str, seg: &str, is_last: bool) -> Result<Segment, Te
     if seg == "*" {
         return Err(TemplateError::Star(template.to_owned()));
     }
-    let Some(open) = seg.find('{') else {
-        if seg.contains('}') {
+    // Byte scans: the braces are ASCII, and segments are too short for `str::find` to pay off.
+    let Some(open) = seg.bytes().position(|b| b == b'{') else {
+        if seg.bytes().any(|b| b == b'}') {
             return Err(TemplateError::Unmatched(template.to_owned()));
         }
-        return Ok(Segment::Literal(seg.to_owned()));
+        return Ok(Segment::Literal(seg));
     };
-    let Some(close) = seg.find('}') else {
+    let Some(close) = seg.bytes().position(|b| b == b'}') else {
         return Err(TemplateError::Unclosed(template.to_owned()));
     };
     if close < open {
@@ -335,9 +456,9 @@ fn parse_segment(template: &str, seg: &str, is_last: bool) -> Result<Segment, Te
         });
     }
     Ok(if catch_all {
-        Segment::CatchAll(name.to_owned())
+        Segment::CatchAll(name)
     } else {
-        Segment::Param(name.to_owned())
+        Segment::Param(name)
     })
 }
 
@@ -347,12 +468,12 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn is_unreserved(b: u8) -> bool {
+const fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
 /// RFC 3986 `pchar` without `%` (handled separately).
-fn is_pchar(c: char) -> bool {
+const fn is_pchar(c: char) -> bool {
     c.is_ascii()
         && (is_unreserved(c as u8)
             || matches!(

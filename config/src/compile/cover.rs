@@ -8,20 +8,25 @@
 //! rule allows it", every route receives the entries of each route that *covers* it (matches
 //! every path it matches): `/admin/{*rest}` covers `/admin/health`, `/items/{id}` covers
 //! `/items/special`. Covering routes are found by walking the trie, following only branches
-//! that exist, so this costs about one walk per route.
+//! that exist, so this costs about one walk per route, and no walk at all for a route whose own
+//! branch passes no parameter edge beside a literal and no other route's catch-all (nothing can
+//! cover it).
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
+use crate::fingerprint::Fnv1a;
 use crate::policy::Route;
 use crate::template::Segment;
 
 /// A segment trie of route shapes. Literal edges live in one map keyed by (node, text), so
-/// nodes themselves allocate nothing.
+/// nodes themselves allocate nothing. The keys are the policy's own literals, never request
+/// data, so the map uses the unkeyed [`Fnv1a`] rather than SipHash.
 pub(super) struct Shapes<'s> {
     nodes: Vec<Node>,
-    literals: HashMap<(usize, &'s str), usize>,
+    literals: HashMap<(usize, &'s str), usize, BuildHasherDefault<Fnv1a>>,
     /// `shapes[r]`: the segments of route `r`.
-    shapes: Vec<&'s [Segment]>,
+    shapes: Vec<&'s [Segment<&'s str>]>,
     /// `chains[starts[r]..starts[r + 1]]`: the nodes route `r`'s own segments lead through,
     /// from the root. Walking a route's own branch needs no literal lookups.
     chains: Vec<usize>,
@@ -53,7 +58,7 @@ impl<'s> Shapes<'s> {
     pub(super) fn with_capacity(routes: usize) -> Self {
         Shapes {
             nodes: vec![Node::default()],
-            literals: HashMap::with_capacity(routes * 4),
+            literals: HashMap::with_capacity_and_hasher(routes * 4, BuildHasherDefault::default()),
             shapes: Vec::with_capacity(routes),
             chains: Vec::with_capacity(routes * 6),
             starts: vec![0],
@@ -62,13 +67,13 @@ impl<'s> Shapes<'s> {
     }
 
     /// The slot for `segments`, creating the nodes leading to it.
-    pub(super) fn slot(&mut self, segments: &'s [Segment]) -> Slot {
+    pub(super) fn slot(&mut self, segments: &'s [Segment<&'s str>]) -> Slot {
         let mut at = 0;
         self.last_chain.clear();
         self.last_chain.push(at);
         for segment in segments {
             let next = match segment {
-                Segment::Literal(l) => self.literals.get(&(at, l.as_str())).copied(),
+                Segment::Literal(l) => self.literals.get(&(at, *l)).copied(),
                 Segment::Param(_) => self.nodes[at].param,
                 Segment::CatchAll(_) => return Slot::CatchAll(at),
             };
@@ -101,7 +106,7 @@ impl<'s> Shapes<'s> {
 
     /// Records the next route (index `shapes.len()`) at `slot`, which the last call to
     /// [`Shapes::slot`] returned for `segments`; returns the route's index.
-    pub(super) fn record(&mut self, slot: Slot, segments: &'s [Segment]) -> usize {
+    pub(super) fn record(&mut self, slot: Slot, segments: &'s [Segment<&'s str>]) -> usize {
         let route = self.shapes.len();
         self.shapes.push(segments);
         self.chains.extend_from_slice(&self.last_chain);
@@ -118,8 +123,11 @@ impl<'s> Shapes<'s> {
         let mut merged = Vec::new();
         let mut covering = Vec::new();
         for (route, segments) in self.shapes.iter().enumerate() {
-            covering.clear();
             let chain = &self.chains[self.starts[route]..self.starts[route + 1]];
+            if !self.may_be_covered(route, segments, chain) {
+                continue; // the common case: nothing to walk, nothing to add
+            }
+            covering.clear();
             self.walk(0, segments, 0, Some(chain), &mut covering);
             covering.retain(|&r| r != route);
             if covering.is_empty() {
@@ -141,13 +149,26 @@ impl<'s> Shapes<'s> {
         }
     }
 
+    /// Whether [`Shapes::walk`] can find a route other than `route` itself: it leaves the
+    /// route's own branch (`chain`) only through a parameter edge beside a non-empty literal
+    /// segment, and on the branch it collects other routes only from a catch-all. A `false`
+    /// is exact; a `true` may still find nothing.
+    fn may_be_covered(&self, route: usize, segments: &[Segment<&str>], chain: &[usize]) -> bool {
+        chain.iter().enumerate().any(|(i, &at)| {
+            let node = &self.nodes[at];
+            let beside_literal =
+                matches!(segments.get(i), Some(Segment::Literal(l)) if !l.is_empty());
+            node.catch_all.is_some_and(|r| r != route) || (beside_literal && node.param.is_some())
+        })
+    }
+
     /// Collects every route that matches all paths matched by `segments`. `chain` is
     /// `Some(nodes)` while the walk is still on the route's own branch, where `nodes[i + 1]`
     /// is the literal child to follow without a lookup.
     fn walk(
         &self,
         at: usize,
-        segments: &[Segment],
+        segments: &[Segment<&str>],
         i: usize,
         chain: Option<&[usize]>,
         out: &mut Vec<usize>,
@@ -157,7 +178,7 @@ impl<'s> Shapes<'s> {
         // A catch-all here needs one or more remaining segments; a lone trailing "" is none.
         if let Some(route) = node.catch_all
             && !rest.is_empty()
-            && rest != [Segment::Literal(String::new())]
+            && rest != [Segment::Literal("")]
         {
             out.push(route);
         }
@@ -169,7 +190,7 @@ impl<'s> Shapes<'s> {
             Segment::Literal(l) => {
                 let literal = match chain {
                     Some(nodes) => nodes.get(i + 1).copied(),
-                    None => self.literals.get(&(at, l.as_str())).copied(),
+                    None => self.literals.get(&(at, *l)).copied(),
                 };
                 if let Some(n) = literal {
                     self.walk(n, segments, i + 1, chain, out);
@@ -193,14 +214,14 @@ impl<'s> Shapes<'s> {
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
-    use crate::template::Template;
+    use crate::template::TemplateRef;
 
     /// Records each template as a route (sharing routes by shape) and returns, per template,
     /// its route and the routes covering it, sorted.
     fn covering(templates: &[&str]) -> Vec<(usize, Vec<usize>)> {
-        let parsed: Vec<Template> = templates
+        let parsed: Vec<TemplateRef<'_>> = templates
             .iter()
-            .map(|t| Template::parse(t).unwrap())
+            .map(|t| TemplateRef::parse(t).unwrap())
             .collect();
         let mut shapes = Shapes::with_capacity(parsed.len());
         let mut route_of = Vec::new();
@@ -220,6 +241,11 @@ mod tests {
                 shapes.walk(0, shapes.shapes[r], 0, Some(chain), &mut out);
                 out.retain(|&c| c != r);
                 out.sort_unstable();
+                // `merge` skips the walk when nothing can cover the route: never wrongly.
+                assert!(
+                    shapes.may_be_covered(r, shapes.shapes[r], chain) || out.is_empty(),
+                    "route {r} skipped but covered by {out:?}"
+                );
                 (r, out)
             })
             .collect()
@@ -248,5 +274,48 @@ mod tests {
                 (5, vec![]),
             ]
         );
+    }
+
+    #[test]
+    fn skips_only_routes_nothing_can_cover() {
+        // Every template of up to three segments over these pieces, recorded together: the
+        // helper asserts for each route that a skipped walk would have found nothing.
+        let pieces = ["a", "b", "{p}", "{*r}", ""];
+        let mut texts = vec![String::from("/")];
+        for x in pieces {
+            texts.push(format!("/{x}"));
+            for y in pieces {
+                texts.push(format!("/{x}/{y}"));
+                for z in pieces {
+                    texts.push(format!("/{x}/{y}/{z}"));
+                }
+            }
+        }
+        let valid: Vec<&str> = texts
+            .iter()
+            .map(String::as_str)
+            .filter(|t| TemplateRef::parse(t).is_ok())
+            .collect();
+        assert!(valid.len() > 50, "only {} valid templates", valid.len());
+        let found = covering(&valid);
+        assert!(found.iter().any(|(_, covering)| !covering.is_empty()));
+        // Literal-only branches, the shape of most policies, need no walk.
+        let parsed: Vec<TemplateRef<'_>> =
+            ["/svc1/items/{id}", "/svc1/items/{id}/parts/{p}", "/svc2/x"]
+                .iter()
+                .map(|t| TemplateRef::parse(t).unwrap())
+                .collect();
+        let mut shapes = Shapes::with_capacity(parsed.len());
+        for t in &parsed {
+            let slot = shapes.slot(t.segments());
+            shapes.record(slot, t.segments());
+        }
+        for r in 0..parsed.len() {
+            let chain = &shapes.chains[shapes.starts[r]..shapes.starts[r + 1]];
+            assert!(
+                !shapes.may_be_covered(r, shapes.shapes[r], chain),
+                "route {r}"
+            );
+        }
     }
 }

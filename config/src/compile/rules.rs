@@ -12,7 +12,7 @@ use crate::document::{Document, ModeDoc, RuleDoc, ToDoc};
 use crate::location::{Diagnostic, Located, Origin};
 use crate::policy::{Methods, Mode, MtlsMode, Principals};
 use crate::spiffe::PrincipalPattern;
-use crate::template::Template;
+use crate::template::TemplateRef;
 
 /// The principal that names plaintext peers under `mtls: permissive`.
 pub(crate) const UNAUTHENTICATED: &str = "unauthenticated";
@@ -38,7 +38,8 @@ pub(crate) struct CompiledTo<'d> {
 }
 
 pub(crate) struct CompiledPath<'d> {
-    pub(crate) template: Template,
+    /// Borrows the document's text.
+    pub(crate) template: TemplateRef<'d>,
     pub(crate) origin: &'d Origin,
     /// The trie route this template landed on; `None` until built, or if it conflicted.
     pub(crate) route: Option<usize>,
@@ -182,7 +183,7 @@ fn to_entry<'d>(to: &'d ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo<
     }
     let mut paths = Vec::with_capacity(to.paths.value.len());
     for p in &to.paths.value {
-        match Template::parse(&p.value) {
+        match TemplateRef::parse(&p.value) {
             Ok(template) => paths.push(CompiledPath {
                 template,
                 origin: &p.origin,

@@ -38,8 +38,18 @@ pub(crate) struct Nearest {
 
 impl Nearest {
     /// Sorts `prefixes` (`(template, literal prefix length)`) and indexes them.
-    pub(crate) fn new(mut prefixes: Vec<(Arc<str>, usize)>) -> Nearest {
-        prefixes.sort_unstable_by(|a, b| (prefix(a), &a.0).cmp(&(prefix(b), &b.0)));
+    pub(crate) fn new(prefixes: Vec<(Arc<str>, usize)>) -> Nearest {
+        // Sorted by (head, prefix, template), which is the (prefix, template) order since heads
+        // order like the strings they come from; but most comparisons are one integer compare.
+        let mut keyed: Vec<(u64, (Arc<str>, usize))> = prefixes
+            .into_iter()
+            .map(|p| (head(prefix(&p).as_bytes()), p))
+            .collect();
+        keyed.sort_unstable_by(|(ha, a), (hb, b)| {
+            ha.cmp(hb)
+                .then_with(|| (prefix(a), &a.0).cmp(&(prefix(b), &b.0)))
+        });
+        let (heads_from_start, prefixes): (Vec<u64>, Vec<_>) = keyed.into_iter().unzip();
         let mut by_segment: HashMap<Box<str>, Range<usize>, _> = HashMap::default();
         let mut heads = Vec::with_capacity(prefixes.len());
         let mut start = 0;
@@ -62,10 +72,6 @@ impl Nearest {
             }
             start += len;
         }
-        let heads_from_start = prefixes
-            .iter()
-            .map(|p| head(prefix(p).as_bytes()))
-            .collect();
         Nearest {
             prefixes,
             by_segment,
@@ -254,6 +260,12 @@ mod tests {
                 .iter()
                 .map(|(t, len)| (Arc::from(t.as_str()), *len))
                 .collect(),
+        );
+        // Sorting on heads first gives the (prefix, template) order.
+        assert!(
+            n.prefixes
+                .windows(2)
+                .all(|w| (prefix(&w[0]), &w[0].0) < (prefix(&w[1]), &w[1].0))
         );
         let mut checked = 0;
         for x in pieces {
