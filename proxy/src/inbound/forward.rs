@@ -12,15 +12,16 @@
 //! `101 Switching Protocols`, bytes are copied both ways until either side closes.
 
 use std::convert::Infallible;
-use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::UPGRADE;
+use http::header::{HOST, HeaderValue, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,12 +38,19 @@ use crate::error_chain::ErrorChain;
 use crate::listen::OrigDst;
 use crate::telemetry::observe::Judgement;
 
+mod pool;
+
+use self::pool::{Http1Pool, LeasedBody};
+
+/// What went wrong below a [`ForwardError`]: hyper's, hyper-util's or the socket's error.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Forwarding to the app failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     /// The app refused the connection (nothing listens, or it reset).
     #[error("app refused the connection")]
-    Refused(#[source] hyper_util::client::legacy::Error),
+    Refused(#[source] Cause),
     /// No connection to the app within the connect timeout.
     #[error("app did not accept a connection in time")]
     ConnectTimeout,
@@ -51,19 +59,21 @@ pub enum ForwardError {
     ResponseTimeout(Duration),
     /// The client stopped sending its request body (slow POST).
     #[error("request body stalled")]
-    BodyStalled(#[source] hyper_util::client::legacy::Error),
+    BodyStalled(#[source] Cause),
     /// The checked target does not form a valid URI (nothing was sent).
     #[error("normalized target is not a valid uri")]
     InvalidTarget(#[source] http::Error),
     /// The exchange with the app failed after the connection was made.
     #[error("app connection failed")]
-    Upstream(#[source] hyper_util::client::legacy::Error),
+    Upstream(#[source] Cause),
 }
 
-/// The pooled clients to the app, shared by all connections.
+/// The connections to the app, shared by all client connections: HTTP/1.1 ports through
+/// one idle set ([`pool`]), h2c ports through hyper-util's pooled client (one multiplexed
+/// connection per port).
 #[derive(Clone, Debug)]
 pub(crate) struct Clients {
-    http1: Client<HttpConnector, ProgressBody>,
+    http1: Http1Pool,
     h2c: Client<HttpConnector, ProgressBody>,
 }
 
@@ -75,13 +85,28 @@ pub(crate) struct Forward(Arc<Upstream>);
 /// The app address of one connection and how to reach it.
 #[derive(Debug)]
 struct Upstream {
-    client: Client<HttpConnector, ProgressBody>,
-    version: Version,
-    /// `<app ip>:<port>`, parsed once per connection.
-    authority: Authority,
+    route: Route,
     body_progress: Duration,
     response_timeout: Duration,
     stats: Arc<Stats>,
+}
+
+/// How requests reach the app port.
+#[derive(Debug)]
+enum Route {
+    /// HTTP/1.1 from the idle set; requests carry an origin-form URI.
+    Http1 {
+        pool: Http1Pool,
+        addr: SocketAddr,
+        /// `<app ip>:<port>`, for requests that arrive without a `host` field.
+        host: HeaderValue,
+    },
+    /// h2c through the pooled client; requests carry `http://<app ip>:<port>/…`.
+    H2c {
+        /// Boxed: the client is several times the size of the HTTP/1.1 route.
+        client: Box<Client<HttpConnector, ProgressBody>>,
+        authority: Authority,
+    },
 }
 
 // === impl Clients ===
@@ -91,13 +116,13 @@ impl Clients {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeouts.upstream_connect));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
+        let h2c = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(timeouts.idle);
-        let http1 = builder.build(connector.clone());
-        let h2c = builder.http2_only(true).build(connector);
+            .pool_idle_timeout(timeouts.idle)
+            .http2_only(true)
+            .build(connector);
+        let http1 = Http1Pool::new(timeouts.upstream_connect, timeouts.idle);
         Self { http1, h2c }
     }
 }
@@ -112,18 +137,27 @@ impl Forward {
         timeouts: &Timeouts,
         stats: Arc<Stats>,
     ) -> Self {
-        let (client, version) = if h2c {
-            (clients.h2c.clone(), Version::HTTP_2)
+        let addr = dst.0;
+        let route = if h2c {
+            // A socket address always forms a valid authority.
+            let authority = Authority::try_from(addr.to_string())
+                .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
+            Route::H2c {
+                client: Box::new(clients.h2c.clone()),
+                authority,
+            }
         } else {
-            (clients.http1.clone(), Version::HTTP_11)
+            // A socket address always forms a valid header value.
+            let host = HeaderValue::try_from(addr.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("127.0.0.1"));
+            Route::Http1 {
+                pool: clients.http1.clone(),
+                addr,
+                host,
+            }
         };
-        // A socket address always forms a valid authority.
-        let authority = Authority::try_from(dst.0.to_string())
-            .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
         Self(Arc::new(Upstream {
-            client,
-            version,
-            authority,
+            route,
             body_progress: timeouts.body_progress,
             response_timeout: timeouts.upstream_response,
             stats,
@@ -170,8 +204,21 @@ impl Upstream {
         let mut upstream = Request::new(ProgressBody::new(body, self.body_progress, counted));
         *upstream.method_mut() = parts.method;
         *upstream.headers_mut() = parts.headers;
-        *upstream.version_mut() = self.version;
-        *upstream.uri_mut() = match upstream_uri(&self.authority, target) {
+        let built = match &self.route {
+            Route::Http1 { host, .. } => {
+                *upstream.version_mut() = Version::HTTP_11;
+                upstream
+                    .headers_mut()
+                    .entry(HOST)
+                    .or_insert_with(|| host.clone());
+                path_and_query(target).map(Uri::from)
+            }
+            Route::H2c { authority, .. } => {
+                *upstream.version_mut() = Version::HTTP_2;
+                absolute_uri(authority, target)
+            }
+        };
+        *upstream.uri_mut() = match built {
             Ok(uri) => uri,
             Err(error) => {
                 let error = ForwardError::InvalidTarget(error);
@@ -180,14 +227,13 @@ impl Upstream {
             }
         };
 
-        let sent = tokio::time::timeout(self.response_timeout, self.client.request(upstream)).await;
+        let sent = tokio::time::timeout(self.response_timeout, self.send(upstream)).await;
         let result = match sent {
             Err(_) => Err(ForwardError::ResponseTimeout(self.response_timeout)),
-            Ok(Err(error)) => Err(classify(error)),
-            Ok(Ok(response)) => Ok(response),
+            Ok(result) => result,
         };
-        let mut response = match result {
-            Ok(response) => response,
+        let (mut response, lease) = match result {
+            Ok(sent) => sent,
             Err(error) => {
                 tracing::warn!(request.id = %id, peer.id = %PeerDisplay(&peer),
                     error = %ErrorChain(&error), "forwarding failed");
@@ -206,47 +252,115 @@ impl Upstream {
         response
             .headers_mut()
             .insert(X_REQUEST_ID, id.header_value());
-        response.map(|body| body.boxed())
+        match lease {
+            // After a 101 the connection is the tunnel's: it never goes back to the pool.
+            Some(lease) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
+                response.map(|body| LeasedBody::new(body, lease).boxed())
+            }
+            _ => response.map(|body| body.boxed()),
+        }
+    }
+
+    /// Sends `request` on the route; an HTTP/1.1 response comes with the lease of its
+    /// connection, to go back to the pool with the body.
+    async fn send(
+        &self,
+        request: Request<ProgressBody>,
+    ) -> Result<(Response<Incoming>, Option<pool::Lease>), ForwardError> {
+        match &self.route {
+            Route::Http1 { pool, addr, .. } => {
+                let (response, lease) = send_http1(pool, *addr, request).await?;
+                Ok((response, Some(lease)))
+            }
+            Route::H2c { client, .. } => match client.request(request).await {
+                Ok(response) => Ok((response, None)),
+                Err(error) => Err(classify_pooled(error)),
+            },
+        }
     }
 }
 
-/// `http://<app>/<normalized path>[?<original query>]`: the only way a path reaches the app.
-fn upstream_uri(authority: &Authority, target: RequestTarget) -> Result<Uri, http::Error> {
+/// Sends `request` on a connection from `pool`. A request that an idle connection could
+/// not even start sending (the app closed it meanwhile) is sent again on a new one, once.
+async fn send_http1(
+    pool: &Http1Pool,
+    addr: SocketAddr,
+    mut request: Request<ProgressBody>,
+) -> Result<(Response<Incoming>, pool::Lease), ForwardError> {
+    let mut lease = pool.checkout(addr).await?;
+    loop {
+        match lease.sender().try_send_request(request).await {
+            Ok(response) => return Ok((response, lease)),
+            Err(mut error) => match error.take_message() {
+                Some(unsent) if lease.reused() => {
+                    request = unsent;
+                    lease = pool.connect(addr).await?;
+                }
+                _ => return Err(classify_sent(error.into_error())),
+            },
+        }
+    }
+}
+
+/// `/<normalized path>[?<original query>]`: the only way a path reaches the app.
+fn path_and_query(target: RequestTarget) -> Result<PathAndQuery, http::Error> {
     let (path, query) = target.into_parts();
-    let path_and_query = match query {
+    Ok(match query {
         Some(query) => PathAndQuery::try_from(format!("{path}?{query}"))?,
         None => PathAndQuery::try_from(path.as_str())?,
-    };
+    })
+}
+
+/// `http://<app>/<normalized path>[?<original query>]`, for the h2c client.
+fn absolute_uri(authority: &Authority, target: RequestTarget) -> Result<Uri, http::Error> {
     Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority.clone())
-        .path_and_query(path_and_query)
+        .path_and_query(path_and_query(target)?)
         .build()
 }
 
-/// Tells a refused connection from a connect timeout from a stalled client body from a
-/// failed exchange.
-fn classify(error: hyper_util::client::legacy::Error) -> ForwardError {
-    if !error.is_connect() {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-        while let Some(cause) = source {
-            if let Some(BodyError::Stalled(_)) = cause.downcast_ref::<BodyError>() {
-                return ForwardError::BodyStalled(error);
-            }
-            source = cause.source();
+/// Tells a stalled client body from any other failed exchange.
+fn classify_sent(error: hyper::Error) -> ForwardError {
+    if stalled(&error) {
+        ForwardError::BodyStalled(error.into())
+    } else {
+        ForwardError::Upstream(error.into())
+    }
+}
+
+/// Whether `error` or one of its causes is the client's request body stalling.
+fn stalled(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(BodyError::Stalled(_)) = cause.downcast_ref::<BodyError>() {
+            return true;
         }
-        return ForwardError::Upstream(error);
+        source = cause.source();
+    }
+    false
+}
+
+/// The h2c client's errors: a refused connection, a connect timeout, a stalled client
+/// body or a failed exchange.
+fn classify_pooled(error: hyper_util::client::legacy::Error) -> ForwardError {
+    if !error.is_connect() {
+        return if stalled(&error) {
+            ForwardError::BodyStalled(error.into())
+        } else {
+            ForwardError::Upstream(error.into())
+        };
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<io::Error>()
-            && io.kind() == io::ErrorKind::TimedOut
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
         {
             return ForwardError::ConnectTimeout;
         }
         source = cause.source();
     }
-    ForwardError::Refused(error)
+    ForwardError::Refused(error.into())
 }
 
 /// Copies bytes both ways between an upgraded client connection and the app.
