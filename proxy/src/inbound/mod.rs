@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::combinators::BoxBody;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
@@ -68,12 +69,25 @@ pub enum InboundError {
     LocalAddr(#[source] std::io::Error),
 }
 
+/// The HTTP server settings of one listener, from its limits and timeouts, in the three
+/// forms a connection may need: HTTP/1.1 and h2 when ALPN has told the protocol, `auto`
+/// (either, told apart by the client's preface) for plaintext connections.
+///
+/// A connection served by `auto` carries the state of both protocols and a copy of the
+/// builder; one served by `http1` or `http2` carries only its own, which keeps an idle
+/// mutual-TLS connection smaller.
+pub(crate) struct HttpServer {
+    pub(crate) http1: http1::Builder,
+    pub(crate) http2: http2::Builder<TokioExecutor>,
+    pub(crate) auto: auto::Builder<TokioExecutor>,
+}
+
 /// What every connection of one [`Inbound`] shares.
 pub(crate) struct Shared {
     pub(crate) config: InboundConfig,
     pub(crate) stats: Arc<Stats>,
     pub(crate) ids: Arc<request_id::RequestIds>,
-    pub(crate) http: auto::Builder<TokioExecutor>,
+    pub(crate) http: HttpServer,
     pub(crate) clients: forward::Clients,
     pub(crate) telemetry: Telemetry,
 }
@@ -99,7 +113,7 @@ impl Inbound {
         let shared = Arc::new(Shared {
             stats: Arc::new(Stats::default()),
             ids: Arc::new(request_id::RequestIds::new()),
-            http: http_builder(&config),
+            http: HttpServer::new(&config),
             clients: forward::Clients::new(&config.timeouts),
             telemetry,
             config,
@@ -149,26 +163,50 @@ impl Inbound {
     }
 }
 
-/// The HTTP/1.1 and h2 server settings, from the configured limits.
-fn http_builder(config: &InboundConfig) -> auto::Builder<TokioExecutor> {
-    let limits = &config.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        .header_read_timeout(config.timeouts.header_read)
-        // hyper reads at most this much while looking for the end of the head.
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
-        .keep_alive_interval(config.timeouts.idle / 2)
-        .keep_alive_timeout(config.timeouts.header_read);
-    builder
+/// Applies the HTTP/1.1 settings to hyper's `http1::Builder` or to `auto`'s view of its own
+/// (two types with the same methods): written once, so that the forms cannot drift apart.
+macro_rules! http1_settings {
+    ($builder:expr, $config:expr) => {{
+        let config: &InboundConfig = $config;
+        let limits = &config.limits;
+        $builder
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            .header_read_timeout(config.timeouts.header_read)
+            // hyper reads at most this much while looking for the end of the head.
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(limits.max_headers);
+    }};
+}
+
+/// Applies the h2 settings to hyper's `http2::Builder` or to `auto`'s view of its own.
+macro_rules! http2_settings {
+    ($builder:expr, $config:expr) => {{
+        let config: &InboundConfig = $config;
+        let limits = &config.limits;
+        $builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(limits.h2_max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_local_error_reset_streams)
+            .keep_alive_interval(config.timeouts.idle / 2)
+            .keep_alive_timeout(config.timeouts.header_read);
+    }};
+}
+
+// === impl HttpServer ===
+
+impl HttpServer {
+    /// The HTTP/1.1 and h2 server settings, from the configured limits and timeouts.
+    fn new(config: &InboundConfig) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1_settings!(http1, config);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2_settings!(http2, config);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        http1_settings!(auto.http1(), config);
+        http2_settings!(auto.http2(), config);
+        Self { http1, http2, auto }
+    }
 }

@@ -9,11 +9,15 @@
 //! is left.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
+use hyper_util::server::conn::auto;
 use palisade_config::{MtlsMode, Peer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -31,12 +35,22 @@ use crate::telemetry::metrics::DetectOutcome;
 use crate::tls::HandshakeFailure;
 
 /// A connection whose peer is known: after a TLS handshake, or plaintext in permissive mode.
-struct Handshaken<I> {
-    io: I,
+struct Handshaken {
+    io: BoxedIo,
     peer: Peer,
     http: HttpVersion,
     dst: OrigDst,
 }
+
+/// The byte stream of a connection, TLS or plaintext, behind one type: the HTTP servers and
+/// the opaque copy are compiled once, not once per stream type (each copy of hyper's
+/// servers adds code that every process maps).
+type BoxedIo = Box<dyn Io>;
+
+/// What [`BoxedIo`] can hold.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// What the client will speak, as far as the handshake tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +157,19 @@ impl Drop for OpenConnection {
     }
 }
 
+impl Handshaken {
+    /// Takes the connection out of its box and frees the box now. (Destructuring `*boxed`
+    /// in place would keep the allocation until the enclosing async fn returns, which for a
+    /// connection is at its end.)
+    #[expect(
+        clippy::boxed_local,
+        reason = "taking the box is the point: it is freed here"
+    )]
+    fn unbox(self: Box<Self>) -> Self {
+        *self
+    }
+}
+
 async fn connection(
     accepted: Accepted,
     shared: &Arc<Shared>,
@@ -179,14 +206,18 @@ async fn connection(
     };
     match protocol {
         Protocol::Tls => {
-            let handshaken = handshake(accepted, shared).await.inspect_err(|_| {
-                Stats::incr(&stats.handshake_failures);
-            })?;
+            // Boxed: the handshake's state (a TLS stream in the making) would otherwise stay
+            // in the connection's task for the connection's whole life.
+            let handshaken = Box::pin(handshake(accepted, shared))
+                .await
+                .inspect_err(|_| {
+                    Stats::incr(&stats.handshake_failures);
+                })?;
             serve_handshaken(handshaken, shared, shutdown).await
         }
         Protocol::Plaintext => {
             let handshaken = Box::new(Handshaken {
-                io: accepted.stream,
+                io: Box::new(accepted.stream),
                 peer: Peer::Unauthenticated,
                 http: HttpVersion::Either,
                 dst: accepted.orig_dst,
@@ -201,7 +232,7 @@ async fn connection(
 async fn handshake(
     accepted: Accepted,
     shared: &Shared,
-) -> Result<Box<Handshaken<tokio_rustls::server::TlsStream<TcpStream>>>, ConnectionError> {
+) -> Result<Box<Handshaken>, ConnectionError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.config.tls.load_full());
     let limit = shared.config.timeouts.handshake;
     let tls = tokio::time::timeout(limit, acceptor.accept(accepted.stream))
@@ -215,7 +246,7 @@ async fn handshake(
         _ => HttpVersion::Http1,
     };
     Ok(Box::new(Handshaken {
-        io: tls,
+        io: Box::new(tls),
         peer: Peer::Spiffe(peer),
         http,
         dst: accepted.orig_dst,
@@ -225,36 +256,28 @@ async fn handshake(
 /// Serves a connection whose peer is known: opaque ports get a byte copy, others HTTP.
 ///
 /// The connection comes boxed: an async fn keeps its arguments for its whole life, so a
-/// stream passed by value down three calls would sit in every connection's task three
-/// times (a TLS stream is about 1.3 KiB); boxed, each level holds a pointer.
-async fn serve_handshaken<I>(
-    handshaken: Box<Handshaken<I>>,
+/// value passed down three calls would sit in every connection's task three times; boxed,
+/// each level holds a pointer. The opaque copy is boxed too, so that its buffers and app
+/// stream take no room in the task of an HTTP connection.
+async fn serve_handshaken(
+    handshaken: Box<Handshaken>,
     shared: &Arc<Shared>,
     shutdown: Shutdown,
-) -> Result<(), ConnectionError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<(), ConnectionError> {
     let port = handshaken.dst.0.port();
     let opaque = shared.config.policy.load().opaque_ports().contains(&port);
     if opaque {
-        serve_opaque(handshaken, shared).await
+        Box::pin(serve_opaque(handshaken, shared)).await
     } else {
         serve_http(handshaken, shared, shutdown).await
     }
 }
 
 /// An opaque (non-HTTP) port: identity-only authorization, then bytes both ways.
-async fn serve_opaque<I>(
-    handshaken: Box<Handshaken<I>>,
-    shared: &Shared,
-) -> Result<(), ConnectionError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn serve_opaque(handshaken: Box<Handshaken>, shared: &Shared) -> Result<(), ConnectionError> {
     let Handshaken {
         mut io, peer, dst, ..
-    } = *handshaken;
+    } = handshaken.unbox();
     let port = dst.0.port();
     let admitted = {
         let policy = shared.config.policy.load();
@@ -282,20 +305,17 @@ where
 
 /// HTTP/1.1 or h2 with the configured limits, until the client leaves or shutdown asks the
 /// connection to finish.
-async fn serve_http<I>(
-    handshaken: Box<Handshaken<I>>,
+async fn serve_http(
+    handshaken: Box<Handshaken>,
     shared: &Arc<Shared>,
-    mut shutdown: Shutdown,
-) -> Result<(), ConnectionError>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    shutdown: Shutdown,
+) -> Result<(), ConnectionError> {
     let Handshaken {
         io,
         peer,
         http,
         dst,
-    } = *handshaken;
+    } = handshaken.unbox();
     let stack = stack::build(shared, peer, dst);
     let activity = Activity::new();
     let service = hyper::service::service_fn({
@@ -303,29 +323,62 @@ where
         move |request| {
             let in_flight = activity.begin();
             let stack = stack.clone();
-            async move {
+            // Boxed: hyper keeps room for this future in every connection, idle or not.
+            Box::pin(async move {
                 let response = stack::call(stack, request).await?;
                 Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
-            }
+            })
         }
     });
-    let builder = match http {
-        HttpVersion::H2 => shared.http.clone().http2_only(),
-        HttpVersion::Http1 => shared.http.clone().http1_only(),
-        HttpVersion::Either => shared.http.clone(),
-    };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(connection);
+    let server = &shared.http;
+    let io = TokioIo::new(io);
+    let idle = shared.config.timeouts.idle;
+    // Each protocol's connection gets its own allocation, sized for that protocol alone: an
+    // idle HTTP/1.1 connection carries no room for h2 or `auto` state.
+    match http {
+        HttpVersion::Http1 => {
+            let connection = server.http1.serve_connection(io, service).with_upgrades();
+            let finish = http1::UpgradeableConnection::graceful_shutdown;
+            drive(Box::pin(connection), finish, &activity, idle, shutdown).await
+        }
+        HttpVersion::H2 => {
+            let connection = server.http2.serve_connection(io, service);
+            let finish = http2::Connection::graceful_shutdown;
+            drive(Box::pin(connection), finish, &activity, idle, shutdown).await
+        }
+        HttpVersion::Either => {
+            let connection = server.auto.serve_connection_with_upgrades(io, service);
+            let finish = auto::UpgradeableConnection::graceful_shutdown;
+            drive(Box::pin(connection), finish, &activity, idle, shutdown).await
+        }
+    }
+}
+
+/// Runs an HTTP connection until it ends, or until shutdown or `idle` without a request in
+/// flight asks it to `finish` (HTTP/1: close after the current response; h2: GOAWAY); then
+/// gives it until the drain time is up.
+async fn drive<C, E>(
+    mut connection: Pin<Box<C>>,
+    finish: fn(Pin<&mut C>),
+    activity: &Activity,
+    idle: Duration,
+    mut shutdown: Shutdown,
+) -> Result<(), ConnectionError>
+where
+    C: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let failed = |error: E| ConnectionError::Http(error.into());
     tokio::select! {
-        result = connection.as_mut() => return result.map_err(ConnectionError::Http),
+        result = connection.as_mut() => return result.map_err(failed),
         () = shutdown.draining() => {}
-        () = activity.idle(shared.config.timeouts.idle) => {
+        () = activity.idle(idle) => {
             tracing::debug!("closing idle connection");
         }
     }
-    connection.as_mut().graceful_shutdown();
+    finish(connection.as_mut());
     tokio::select! {
-        result = connection => result.map_err(ConnectionError::Http),
+        result = connection => result.map_err(failed),
         // The drain time is up: drop the connection now.
         () = shutdown.closing() => Ok(()),
     }
