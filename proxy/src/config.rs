@@ -20,6 +20,13 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSP
 /// Default app port on loopback.
 pub const DEFAULT_APP_PORT: u16 = 8080;
 
+/// Default cap on requests in flight on one inbound listener ([`Limits::max_requests_in_flight`]).
+///
+/// High enough that only overload reaches it (100 busy h2 connections at their default 100
+/// streams each), low enough to bound what a flood can hold: each request in flight keeps
+/// its buffers and usually an app connection (a file descriptor), a few tens of KiB.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 10_000;
+
 /// Everything the inbound side needs. Build it with [`InboundConfig::new`], which fills in
 /// the documented defaults, then change fields as needed.
 #[derive(Clone)]
@@ -72,6 +79,11 @@ pub struct Limits {
     /// Most streams the server resets because of client errors (CVE-2025-8671,
     /// MadeYouReset); past it the connection gets GOAWAY. Default 64.
     pub h2_max_local_error_reset_streams: usize,
+    /// Most requests in flight on the listener at once, over all connections (a request is
+    /// in flight until its response body ends). Past it a request is answered at once with
+    /// 503 `service_unavailable`, never queued. At least 1. Default
+    /// [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`] (10 000).
+    pub max_requests_in_flight: usize,
 }
 
 /// Timeouts. Every field has a safe default ([`Timeouts::default`]).
@@ -155,6 +167,7 @@ impl Default for Limits {
             h2_max_concurrent_streams: 100,
             h2_max_pending_accept_reset_streams: 20,
             h2_max_local_error_reset_streams: 64,
+            max_requests_in_flight: DEFAULT_MAX_REQUESTS_IN_FLIGHT,
         }
     }
 }

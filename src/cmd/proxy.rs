@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use palisade_proxy::admin::{
     APP_PROBES_ENV, Admin, AdminConfig, AdminState, AppProbes, DEFAULT_ADMIN_LISTEN, Readiness,
 };
-use palisade_proxy::config::DEFAULT_LISTEN;
+use palisade_proxy::config::{DEFAULT_LISTEN, DEFAULT_MAX_REQUESTS_IN_FLIGHT};
 use palisade_proxy::inbound::Inbound;
 use palisade_proxy::reload::{InitialLoadError, ReloadConfig, Reloader};
 use palisade_proxy::telemetry::{AccessLogConfig, Telemetry, TelemetryConfig, TraceConfig};
@@ -47,6 +47,10 @@ pub(crate) struct Args {
     /// Worker threads (1 runs everything on one thread, a pod with one core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Most requests in flight on the inbound listener at once; past it a request gets 503
+    /// `service_unavailable` at once (never queued). See docs/limits.md.
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUESTS_IN_FLIGHT)]
+    max_requests_in_flight: usize,
     /// Time in-flight requests get to finish after SIGTERM.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     drain: Duration,
@@ -113,6 +117,9 @@ struct IdentityArgs {
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode> {
+    if args.max_requests_in_flight == 0 {
+        bail!("--max-requests-in-flight must be at least 1");
+    }
     let runtime = match args.workers {
         Some(0) => bail!("--workers must be at least 1"),
         Some(1) => tokio::runtime::Builder::new_current_thread()
@@ -238,6 +245,7 @@ async fn serve(args: Args) -> Result<ExitCode> {
     config.app.port = args.app.port();
     config.app.h2c_ports = args.h2c_app_ports;
     config.timeouts.drain = args.drain;
+    config.limits.max_requests_in_flight = args.max_requests_in_flight;
     let inbound = Inbound::bind_observed(config, telemetry.clone())
         .await
         .with_context(|| format!("binding {}", args.inbound))?;

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::ResponseBody;
+use super::overload::Permit;
 
 /// Requests in flight on one connection and when the last one ended.
 #[derive(Debug)]
@@ -32,11 +33,13 @@ pub(crate) struct Activity {
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<Activity>);
 
-/// A response body that keeps its request in flight until it ends.
+/// A response body that keeps its request in flight until it ends: on its connection (for
+/// the idle timeout) and, once admitted, under the listener's cap.
 #[derive(Debug)]
 pub(crate) struct TrackedBody {
     inner: ResponseBody,
     _in_flight: InFlight,
+    _permit: Option<Permit>,
 }
 
 // === impl Activity ===
@@ -90,10 +93,11 @@ impl Drop for InFlight {
 // === impl TrackedBody ===
 
 impl TrackedBody {
-    pub(crate) fn new(inner: ResponseBody, in_flight: InFlight) -> Self {
+    pub(crate) fn new(inner: ResponseBody, in_flight: InFlight, permit: Option<Permit>) -> Self {
         Self {
             inner,
             _in_flight: in_flight,
+            _permit: permit,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! the HTTP layers):
 //!
 //! accept → detect (permissive) → TLS (peer = SPIFFE ID) → HTTP/1.1 or h2 (ALPN) →
-//! request ID → [`framing`] → [`authorize`] (normalize + decide) → [`headers`] →
+//! overload cap → request ID → [`framing`] → [`authorize`] (normalize + decide) → [`headers`] →
 //! [`forward`] to the app; every 4xx/5xx palisade writes comes from [`respond`].
 //!
 //! Run it in-process with [`Inbound::bind`], then [`Inbound::serve`] (until a future
@@ -32,6 +32,7 @@ pub mod forward;
 pub mod framing;
 pub mod headers;
 mod idle;
+mod overload;
 pub mod request_id;
 pub mod respond;
 pub mod serve;
@@ -88,6 +89,7 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     pub(crate) ids: Arc<request_id::RequestIds>,
     pub(crate) http: HttpServer,
+    pub(crate) requests: overload::RequestLimit,
     pub(crate) clients: forward::Clients,
     pub(crate) telemetry: Telemetry,
 }
@@ -114,6 +116,7 @@ impl Inbound {
             stats: Arc::new(Stats::default()),
             ids: Arc::new(request_id::RequestIds::new()),
             http: HttpServer::new(&config),
+            requests: overload::RequestLimit::new(config.limits.max_requests_in_flight),
             clients: forward::Clients::new(&config.timeouts),
             telemetry,
             config,

@@ -1,8 +1,9 @@
 //! The connection steps, one plain async function each, and the accept loop that runs them:
 //!
 //! [`Accepted`] → detect (permissive mode) → TLS handshake → `Handshaken { peer }` →
-//! HTTP/1.1 or h2 (by ALPN) through the [`stack`], or, on an opaque port,
-//! identity-only authorization and a byte copy to the app.
+//! HTTP/1.1 or h2 (by ALPN) → the listener's cap on requests in flight
+//! ([`overload`](super::overload)) → the [`stack`], or, on an opaque port, identity-only
+//! authorization and a byte copy to the app.
 //!
 //! On shutdown the loop stops accepting, asks every connection to finish (HTTP/1: close
 //! after the current response; h2: GOAWAY), waits up to the drain timeout, then drops what
@@ -15,6 +16,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
@@ -25,8 +28,10 @@ use tokio::sync::watch;
 
 use super::authorize::PeerDisplay;
 use super::idle::{Activity, TrackedBody};
+use super::overload::Overloaded;
+use super::respond::{self, Rejection};
 use super::stats::Stats;
-use super::{Shared, stack};
+use super::{ResponseBody, Shared, stack};
 use crate::detect::{DetectError, Protocol, detect};
 use crate::error_chain::ErrorChain;
 use crate::listen::{Accepted, AppListener, Listener, OrigDst, Shutdown, serve_connections};
@@ -320,13 +325,21 @@ async fn serve_http(
     let activity = Activity::new();
     let service = hyper::service::service_fn({
         let activity = activity.clone();
-        move |request| {
+        let shared = shared.clone();
+        move |request: Request<Incoming>| {
             let in_flight = activity.begin();
+            let admitted = shared
+                .requests
+                .try_admit()
+                .map_err(|overloaded| refuse_overloaded(&shared, request.version(), &overloaded));
             let stack = stack.clone();
             // Boxed: hyper keeps room for this future in every connection, idle or not.
             Box::pin(async move {
-                let response = stack::call(stack, request).await?;
-                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+                let (response, permit) = match admitted {
+                    Ok(permit) => (stack::call(stack, request).await?, Some(permit)),
+                    Err(refusal) => (refusal, None),
+                };
+                Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight, permit)))
             })
         }
     });
@@ -352,6 +365,18 @@ async fn serve_http(
             drive(Box::pin(connection), finish, &activity, idle, shutdown).await
         }
     }
+}
+
+/// The answer to a request past the listener's cap: 503 at once, counted and logged.
+fn refuse_overloaded(
+    shared: &Shared,
+    version: Version,
+    overloaded: &Overloaded,
+) -> Response<ResponseBody> {
+    Stats::incr(&shared.stats.requests_overloaded);
+    let id = shared.ids.next();
+    tracing::debug!(request.id = %id, error = %overloaded, "request refused: overloaded");
+    respond::reject(Rejection::Unavailable, &id, version)
 }
 
 /// Runs an HTTP connection until it ends, or until shutdown or `idle` without a request in

@@ -32,6 +32,8 @@ pub struct Stats {
     pub requests_bad_framing: AtomicU64,
     /// Requests the app refused, did not answer in time, or failed (502/503/504).
     pub upstream_failures: AtomicU64,
+    /// Requests refused because the listener had its most requests in flight (503).
+    pub requests_overloaded: AtomicU64,
     /// Opaque-port connections admitted and proxied.
     pub opaque_admitted: AtomicU64,
     /// Opaque-port connections refused by policy.
