@@ -1204,3 +1204,43 @@ async fn permissive_mode_takes_plaintext_h2_with_prior_knowledge() {
     }
     proxy.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused_over_tls_http1() {
+    // ALPN http/1.1 connections are served by hyper's HTTP/1 server directly (not `auto`):
+    // the same head limits must hold there.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let proxy = start_proxy(
+        &pki,
+        policy("enforce", "permissive", RAW_RULES),
+        app.addr,
+        |c| {
+            c.limits.max_header_bytes = 16 * 1024;
+            c.limits.max_headers = 20;
+        },
+    )
+    .await;
+    let big = format!("X-Big: {}\r\n", "a".repeat(20 * 1024));
+    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    for extra in [big, many] {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(pki.client(FRONTEND, H1));
+        let mut tls = connector
+            .connect(palisade_proxy::tls::server_name(proxy.addr.ip()), tcp)
+            .await
+            .unwrap();
+        let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        // Read until the proxy closes the connection; a reset after the answer is fine.
+        let _ = tokio::time::timeout(LIMIT, tls.read_to_end(&mut answer))
+            .await
+            .expect("the connection stayed open");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    }
+    assert_eq!(app.served(), 0);
+    proxy.running.shutdown().await;
+}
