@@ -74,9 +74,11 @@ pub enum InboundError {
 /// forms a connection may need: HTTP/1.1 and h2 when ALPN has told the protocol, `auto`
 /// (either, told apart by the client's preface) for plaintext connections.
 ///
-/// A connection served by `auto` carries the state of both protocols and a copy of the
-/// builder; one served by `http1` or `http2` carries only its own, which keeps an idle
-/// mutual-TLS connection smaller.
+/// A connection served by `auto` is sized for the state of both protocols, and its HTTP/1
+/// read buffer grows to 16 KiB (the preface bytes `auto` read first are handed back as a
+/// separate read, and hyper then reserves 8 KiB more); one served by `http1` or `http2`
+/// carries only its own state and an 8 KiB read buffer, which keeps an idle mutual-TLS
+/// connection smaller.
 pub(crate) struct HttpServer {
     pub(crate) http1: http1::Builder,
     pub(crate) http2: http2::Builder<TokioExecutor>,
