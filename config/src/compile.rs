@@ -1,9 +1,9 @@
 //! Compile: located documents → an immutable [`Policy`] over a route trie.
 //!
 //! Takes the [`Document`]s of every loaded file, validates what their values mean (methods,
-//! templates, principals, ports, agreement on `mode`/`mtls`), inserts each template's
-//! canonical form into a `matchit` trie (templates differing only in parameter names share a
-//! node; a trie conflict becomes a located diagnostic, never an internal error) and passes on a
+//! templates, principals, ports, agreement on `mode`/`mtls`), inserts one template per route
+//! shape into a `matchit` trie (templates differing only in parameter names share a node; a
+//! trie conflict becomes a located diagnostic, never an internal error) and passes on a
 //! [`Loaded`]: the policy, its warnings and the `tests:` for [`check`](crate::check).
 
 mod cover;
@@ -205,15 +205,18 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
     // Per route: its first template and where it was written (for conflict messages).
     let mut firsts: Vec<(&TemplateRef<'_>, &Origin)> = Vec::with_capacity(templates);
     let mut prefixes: Vec<(Arc<str>, usize)> = Vec::with_capacity(templates);
-    // Canonical form → route, built only once a conflict needs naming.
-    let mut by_canonical: HashMap<String, usize> = HashMap::new();
+    // Inserted text → route, built only once a conflict needs naming.
+    let mut by_text: HashMap<&str, usize> = HashMap::new();
     for (rule_index, rule) in rules.iter_mut().enumerate() {
         for to in rule.to.iter_mut().flatten() {
             for path in &mut to.paths {
                 let slot = shapes.slot(path.template.segments());
                 path.route = match shapes.route(slot) {
                     Some(index) => Some(index),
-                    None => match router.insert(path.template.canonical(), routes.len()) {
+                    // The template as written, not its canonical form: `matchit` renames
+                    // parameters by position itself, and `shapes` already gave every template
+                    // of this shape this route, so no two inserts differ only in names.
+                    None => match router.insert(path.template.as_str(), routes.len()) {
                         Ok(()) => {
                             firsts.push((&path.template, path.origin));
                             routes.push(Route {
@@ -223,11 +226,12 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
                             Some(shapes.record(slot, path.template.segments()))
                         }
                         Err(e) => {
-                            index_canonical(&mut by_canonical, &firsts);
+                            index_inserted(&mut by_text, &firsts);
                             let other = match &e {
-                                matchit::InsertError::Conflict { with } => {
-                                    by_canonical.get(with).and_then(|&r| firsts.get(r)).copied()
-                                }
+                                matchit::InsertError::Conflict { with } => by_text
+                                    .get(with.as_str())
+                                    .and_then(|&r| firsts.get(r))
+                                    .copied(),
                                 _ => None,
                             };
                             diagnostics.push(conflict(&path.template, path.origin, &e, other));
@@ -291,13 +295,14 @@ fn route_mode(entries: &[Entry], rules: &[CompiledRule<'_>]) -> Mode {
     }
 }
 
-/// Adds the routes not yet in `by_canonical` (they are numbered in order).
-fn index_canonical(
-    by_canonical: &mut HashMap<String, usize>,
-    firsts: &[(&TemplateRef<'_>, &Origin)],
+/// Adds the routes not yet in `by_text` (they are numbered in order), keyed by the text they
+/// were inserted as: `matchit` names the route a new one conflicts with by that text.
+fn index_inserted<'d>(
+    by_text: &mut HashMap<&'d str, usize>,
+    firsts: &[(&TemplateRef<'d>, &Origin)],
 ) {
-    for (route, (template, _)) in firsts.iter().enumerate().skip(by_canonical.len()) {
-        by_canonical.insert(template.canonical(), route);
+    for (route, (template, _)) in firsts.iter().enumerate().skip(by_text.len()) {
+        by_text.insert(template.as_str(), route);
     }
 }
 

@@ -4,9 +4,8 @@
 //! `{name}` (exactly one non-empty segment) and a final `{*name}` (one or more remaining
 //! segments). No regular expressions. A template that could never match a path produced by
 //! [`normalize`](crate::normalize()) (`//`, dot segments, `%2F`, lower-case percent hex, …) is
-//! rejected here, because such a rule would silently allow nothing. The compiler then inserts
-//! [`Template::canonical`] into the route trie, so that templates differing only in parameter
-//! names share one node.
+//! rejected here, because such a rule would silently allow nothing. Templates differing only in
+//! parameter names have the same [`Template::canonical`] form and share one route.
 //!
 //! Parsing borrows: [`TemplateRef`] is a template whose segments point into the text, which is
 //! what the compiler keeps for each of its (possibly 20 000) templates; a [`Template`] is the
@@ -201,12 +200,25 @@ impl<'t> TemplateRef<'t> {
         };
         check_chars(s)?;
         // One pass to parse every segment (so the first malformed one is reported), then the
-        // whole-template rules; neither allocates beyond the segment list itself.
+        // whole-template rules; neither allocates beyond the segment list itself. The pass
+        // notes whether a segment holds a brace: only those need more than a literal's checks.
         let last = rest.bytes().filter(|&b| b == b'/').count();
         let mut segments = Vec::with_capacity(last + 1);
-        for (i, seg) in split_segments(rest).enumerate() {
-            segments.push(parse_segment(s, seg, i == last)?);
+        let (mut start, mut braces) = (0, false);
+        for (i, b) in rest.bytes().enumerate() {
+            match b {
+                // `/` is ASCII, so `start..i` is on character boundaries.
+                b'/' => {
+                    let seg = rest.get(start..i).unwrap_or_default();
+                    segments.push(parse_segment(s, seg, braces, false)?);
+                    (start, braces) = (i + 1, false);
+                }
+                b'{' | b'}' => braces = true,
+                _ => {}
+            }
         }
+        let seg = rest.get(start..).unwrap_or_default();
+        segments.push(parse_segment(s, seg, braces, true)?);
         for (i, seg) in segments.iter().enumerate() {
             let name = match *seg {
                 Segment::Param(n) => n,
@@ -243,11 +255,6 @@ impl<'t> TemplateRef<'t> {
     /// The segments after the leading `/`.
     pub(crate) fn segments(&self) -> &[Segment<&'t str>] {
         &self.segments
-    }
-
-    /// [`Template::canonical`].
-    pub(crate) fn canonical(&self) -> String {
-        canonical(&self.segments, self.source.len())
     }
 
     /// [`Template::literal_prefix`].
@@ -288,23 +295,6 @@ fn literal_prefix(source: &str) -> &str {
         Some(i) => source.get(..i).unwrap_or(source),
         None => source,
     }
-}
-
-/// The `/`-separated pieces of `rest`. A byte scan: `/` is ASCII, so every piece is on a
-/// character boundary, and this is cheaper than `str::split` for short segments.
-fn split_segments(rest: &str) -> impl Iterator<Item = &str> {
-    let mut start = 0;
-    let ends = rest
-        .bytes()
-        .enumerate()
-        .filter(|&(_, b)| b == b'/')
-        .map(|(i, _)| i)
-        .chain(std::iter::once(rest.len()));
-    ends.map(move |end| {
-        let seg = rest.get(start..end).unwrap_or_default();
-        start = end + 1;
-        seg
-    })
 }
 
 /// Whole-template character checks: things normalization never lets through.
@@ -404,9 +394,11 @@ fn push_param(out: &mut String, open: &str, i: usize) {
     out.push('}');
 }
 
+/// One segment of `template`; `braces`: whether `seg` holds a `{` or `}`.
 fn parse_segment<'t>(
     template: &str,
     seg: &'t str,
+    braces: bool,
     is_last: bool,
 ) -> Result<Segment<&'t str>, TemplateError> {
     let never = |why| TemplateError::NeverMatches {
@@ -427,6 +419,9 @@ fn parse_segment<'t>(
     }
     if seg == "*" {
         return Err(TemplateError::Star(template.to_owned()));
+    }
+    if !braces {
+        return Ok(Segment::Literal(seg));
     }
     // Byte scans: the braces are ASCII, and segments are too short for `str::find` to pay off.
     let Some(open) = seg.bytes().position(|b| b == b'{') else {

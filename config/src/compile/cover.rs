@@ -13,18 +13,16 @@
 //! cover it).
 
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::fingerprint::Fnv1a;
 use crate::policy::Route;
 use crate::template::Segment;
 
 /// A segment trie of route shapes. Literal edges live in one map keyed by (node, text), so
-/// nodes themselves allocate nothing. The keys are the policy's own literals, never request
-/// data, so the map uses the unkeyed [`Fnv1a`] rather than SipHash.
+/// nodes themselves allocate nothing.
 pub(super) struct Shapes<'s> {
     nodes: Vec<Node>,
-    literals: HashMap<(usize, &'s str), usize, BuildHasherDefault<Fnv1a>>,
+    literals: HashMap<(usize, &'s str), usize, BuildHasherDefault<EdgeHasher>>,
     /// `shapes[r]`: the segments of route `r`.
     shapes: Vec<&'s [Segment<&'s str>]>,
     /// `chains[starts[r]..starts[r + 1]]`: the nodes route `r`'s own segments lead through,
@@ -42,6 +40,13 @@ pub(super) enum Slot {
     End(usize),
     CatchAll(usize),
 }
+
+/// The hash of the literal-edge map: a multiply-rotate over 8-byte words (FxHash's step). The
+/// map is probed once per literal segment of every template, and a byte-at-a-time hash was most
+/// of that cost. The keys are the policy's own literals, never request data, so an unkeyed
+/// hash is fine here.
+#[derive(Default)]
+struct EdgeHasher(u64);
 
 #[derive(Default)]
 struct Node {
@@ -207,6 +212,41 @@ impl<'s> Shapes<'s> {
             }
             Segment::CatchAll(_) => {}
         }
+    }
+}
+
+// === impl EdgeHasher ===
+
+impl EdgeHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for EdgeHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            self.add(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut last = [0; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 

@@ -6,6 +6,7 @@
 //! `mtls: strict`, and warnings for principals outside the configured trust domain.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::compile::LoadOptions;
 use crate::document::{Document, ModeDoc, RuleDoc, ToDoc};
@@ -30,6 +31,11 @@ pub(crate) struct CompiledRule<'d> {
     /// Where the rule's own `mode` is written, if it has one.
     pub(crate) written_mode: Option<&'d Origin>,
 }
+
+/// The method lists built so far, at most [`MethodLists::KEPT`]: policies repeat a few lists
+/// (`[GET]`, `[GET, POST]`), and each `to` reuses an equal one instead of allocating its own.
+#[derive(Default)]
+struct MethodLists(Vec<Arc<[Box<str>]>>);
 
 pub(crate) struct CompiledTo<'d> {
     pub(crate) methods: Methods,
@@ -60,6 +66,7 @@ pub(crate) fn validate<'d>(
         let fallback = mode_of(d.spec.mode.as_ref());
         d.spec.rules.iter().map(move |rule| (rule, fallback))
     });
+    let mut method_lists = MethodLists::default();
     for (rule, fallback) in rules_with_mode {
         let name = &rule.name;
         if let Some(first) = seen.get(name.value.as_str()) {
@@ -78,7 +85,10 @@ pub(crate) fn validate<'d>(
                     "`to` is empty: list what the rule allows, or leave `to` out for an identity-only rule (opaque ports)",
                 ));
             }
-            to.value.iter().map(|t| to_entry(t, diagnostics)).collect()
+            to.value
+                .iter()
+                .map(|t| to_entry(t, &mut method_lists, diagnostics))
+                .collect()
         });
         rules.push(CompiledRule {
             name,
@@ -106,7 +116,10 @@ fn principals(
     diagnostics: &mut Vec<Diagnostic>,
     warnings: &mut Vec<Diagnostic>,
 ) -> Principals {
-    let mut out = Principals::default();
+    let mut out = Principals {
+        unauthenticated: false,
+        patterns: Vec::with_capacity(rule.principals.value.len()),
+    };
     if rule.principals.value.is_empty() {
         diagnostics.push(
             rule.principals
@@ -145,7 +158,11 @@ fn principals(
     out
 }
 
-fn to_entry<'d>(to: &'d ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo<'d> {
+fn to_entry<'d>(
+    to: &'d ToDoc,
+    method_lists: &mut MethodLists,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> CompiledTo<'d> {
     if to.methods.value.is_empty() {
         diagnostics.push(
             to.methods
@@ -153,7 +170,6 @@ fn to_entry<'d>(to: &'d ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo<
                 .error("`methods` is empty: list HTTP methods or \"*\""),
         );
     }
-    let mut methods = Vec::with_capacity(to.methods.value.len());
     let mut any = false;
     for m in &to.methods.value {
         if m.value == "*" {
@@ -171,7 +187,6 @@ fn to_entry<'d>(to: &'d ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo<
                     m.value.to_ascii_uppercase()
                 )));
             }
-            methods.push(m.value.as_str().into());
         }
     }
     if to.paths.value.is_empty() {
@@ -207,10 +222,37 @@ fn to_entry<'d>(to: &'d ToDoc, diagnostics: &mut Vec<Diagnostic>) -> CompiledTo<
         methods: if any {
             Methods::Any
         } else {
-            Methods::List(methods.into())
+            Methods::List(method_lists.get(to))
         },
         paths,
         upgrade,
+    }
+}
+
+// === impl MethodLists ===
+
+impl MethodLists {
+    /// How many distinct lists are kept for reuse, so that a lookup stays a short scan.
+    const KEPT: usize = 16;
+
+    /// The methods of `to` that are tokens (`*` and invalid ones left out, as in the
+    /// policy), in order: a kept equal list, or a new one.
+    fn get(&mut self, to: &ToDoc) -> Arc<[Box<str>]> {
+        let written = || {
+            to.methods
+                .value
+                .iter()
+                .map(|m| m.value.as_str())
+                .filter(|m| *m != "*" && is_token(m))
+        };
+        if let Some(kept) = self.0.iter().find(|l| l.iter().map(|m| &**m).eq(written())) {
+            return Arc::clone(kept);
+        }
+        let list: Arc<[Box<str>]> = written().map(Box::from).collect();
+        if self.0.len() < Self::KEPT {
+            self.0.push(Arc::clone(&list));
+        }
+        list
     }
 }
 

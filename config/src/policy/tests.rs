@@ -557,3 +557,32 @@ tests:
         assert_eq!(run_tests(&load(&wrong)).len(), 1);
     }
 }
+
+/// A `{parameter}` and a `{*catch-all}` at one segment conflict; the message names the earlier
+/// template as written, also when parameters before that segment are named differently, in
+/// either order, and whichever method lists the rules repeat.
+#[test]
+fn route_conflicts_name_the_earlier_template_as_written() {
+    let text = |first: &str, second: &str| {
+        format!(
+            "apiVersion: policy.palisade.dev/v1alpha1\nkind: ApiPolicy\nmetadata: {{name: c}}\nspec:\n  rules:\n    - name: a\n      from: {{principals: [\"spiffe://cluster.local/*\"]}}\n      to: [{{methods: [GET, POST], paths: [\"/x\", \"{first}\"]}}]\n    - name: b\n      from: {{principals: [\"spiffe://cluster.local/*\"]}}\n      to: [{{methods: [GET, POST], paths: [\"{second}\"]}}]\n"
+        )
+    };
+    for (first, second) in [
+        ("/a/{x}/b/{*rest}", "/a/{y}/b/{z}"),
+        ("/a/{x}/b/{z}", "/a/{y}/b/{*rest}"),
+        ("/files/{id}", "/files/{*path}"),
+    ] {
+        let err =
+            Policy::from_yaml("c.yaml", &text(first, second), &LoadOptions::default()).unwrap_err();
+        let messages: Vec<String> = err.diagnostics.iter().map(ToString::to_string).collect();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        let expected = format!("path template {second:?} conflicts with {first:?} (c.yaml:8:");
+        assert!(messages[0].contains(&expected), "{messages:?}");
+        assert!(
+            messages[0]
+                .ends_with("a {parameter} and a {*catch-all} cannot start at the same segment"),
+            "{messages:?}"
+        );
+    }
+}
