@@ -29,7 +29,10 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use http::header::{CONNECTION, GetAll, HOST, HeaderMap, HeaderName, HeaderValue, TE, UPGRADE};
+use http::header::{
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    TE, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{Response, Version};
 use palisade_config::{Peer, SpiffeId};
 
@@ -42,23 +45,41 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 pub(crate) const X_FORWARDED_CLIENT_CERT: HeaderName =
     HeaderName::from_static("x-forwarded-client-cert");
 
-/// Whether `name` is a hop-by-hop field, removed in both directions: `TE` is kept by
+/// The hop-by-hop fields, removed in both directions: `TE` is kept by
 /// [`strip_hop_by_hop`] when it is exactly `trailers`; `Upgrade` is put back by
-/// [`Headers`] when the rule allows it. A `match` on the name: one length check and at
-/// most a few byte comparisons per field.
+/// [`Headers`] when the rule allows it. [`hop_by_hop_index`] gives each one's place.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRANSFER_ENCODING,
+    HeaderName::from_static("http2-settings"),
+    UPGRADE,
+    TE,
+];
+
+/// Where `name` stands in [`HOP_BY_HOP`], if it is a hop-by-hop field. A `match` on the
+/// name: one length check and at most a few byte comparisons per field.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-connection" => 2,
+        "proxy-authenticate" => 3,
+        "proxy-authorization" => 4,
+        "transfer-encoding" => 5,
+        "http2-settings" => 6,
+        "upgrade" => 7,
+        "te" => 8,
+        _ => return None,
+    })
+}
+
+/// Whether `name` is a hop-by-hop field (see [`HOP_BY_HOP`]).
 fn is_hop_by_hop_name(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "transfer-encoding"
-            | "http2-settings"
-            | "upgrade"
-            | "te"
-    )
+    hop_by_hop_index(name).is_some()
 }
 
 /// Whether `name` is a field a client could use to impersonate someone or redirect the
@@ -187,42 +208,56 @@ where
 }
 
 /// Removes hop-by-hop fields (and those `Connection` names) from a request or a response.
-/// Keeps `te: trailers`, the one `TE` value that may cross a proxy (gRPC requires it).
+/// Keeps `te: trailers`, the one `TE` value that may cross a proxy (gRPC requires it), unless
+/// `Connection` names it.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the field names, then a removal per field actually present: most
-    // messages carry none or one (`connection: keep-alive`), and a lookup per candidate name
-    // costs more than looking at each field once.
-    let connection = headers.get_all(CONNECTION);
+    // One pass over the field names notes which hop-by-hop fields are present; then one
+    // removal per field present. Most messages carry none, or `connection: keep-alive`,
+    // whose list names nothing else. Nothing here allocates unless a message repeats its
+    // `Connection` field.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(at) = hop_by_hop_index(name.as_str()) {
+            present |= 1 << at;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     let trailers_only = {
         let mut te = headers.get_all(TE).iter();
         matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
     };
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            (is_hop_by_hop(name) && !(*name == TE && trailers_only)) || named_in(&connection, name)
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(name);
+    // The lists are cloned (a reference count) so the fields they name can be removed.
+    let (first, rest): (Option<HeaderValue>, Vec<HeaderValue>) = {
+        let mut lists = headers.get_all(CONNECTION).iter().cloned();
+        (lists.next(), lists.collect())
+    };
+    let mut te_listed = false;
+    let listed = first
+        .iter()
+        .chain(&rest)
+        .filter_map(|list| list.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(str::trim);
+    for name in listed {
+        if name.eq_ignore_ascii_case("te") {
+            te_listed = true;
+        } else if !(name.is_empty()
+            || is_hop_by_hop_name(name)
+            || name.eq_ignore_ascii_case("host"))
+        {
+            // `Connection: host` must not cost the app its Host field. A `&str` key is
+            // matched without case and without allocating.
+            headers.remove(name);
+        }
     }
-}
-
-/// Whether a `Connection` field lists `name`. `Connection: host` must not cost the app its
-/// Host field.
-fn named_in(connection: &GetAll<'_, HeaderValue>, name: &HeaderName) -> bool {
-    name != HOST
-        && connection
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|list| list.split(','))
-            .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
-}
-
-/// Whether `name` is a hop-by-hop field (or one that may be: `Upgrade`, `TE`).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    is_hop_by_hop_name(name.as_str())
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        let keep = *name == TE && trailers_only && !te_listed;
+        if present & (1 << at) != 0 && !keep {
+            headers.remove(name);
+        }
+    }
 }
 
 /// Removes the spoofable fields and the underscore look-alikes of every field palisade
@@ -266,7 +301,7 @@ mod tests {
     fn strips_hop_by_hop_fields_and_those_connection_names() {
         let mut headers = map(&[
             ("connection", "keep-alive, x-private, host"),
-            ("connection", "x-other"),
+            ("connection", "X-Other"),
             ("x-private", "1"),
             ("x-other", "1"),
             ("keep-alive", "timeout=5"),
