@@ -194,14 +194,17 @@ fn mtls_name(m: MtlsMode) -> &'static str {
 ///
 /// [`CompiledPath`]: rules::CompiledPath
 fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> Inner {
-    let templates: usize = rules
-        .iter()
-        .flat_map(|r| r.to.iter().flatten())
-        .map(|to| to.paths.len())
-        .sum();
+    let paths = || {
+        rules
+            .iter()
+            .flat_map(|r| r.to.iter().flatten())
+            .flat_map(|to| &to.paths)
+    };
+    let templates = paths().count();
+    let segments = paths().map(|p| p.template.segments().len()).sum();
     let mut router = matchit::Router::new();
     let mut routes: Vec<Route> = Vec::with_capacity(templates);
-    let mut shapes = cover::Shapes::with_capacity(templates);
+    let mut shapes = cover::Shapes::with_capacity(templates, segments);
     // Per route: its first template and where it was written (for conflict messages).
     let mut firsts: Vec<(&TemplateRef<'_>, &Origin)> = Vec::with_capacity(templates);
     let mut prefixes: Vec<(Arc<str>, usize)> = Vec::with_capacity(templates);

@@ -60,13 +60,19 @@ struct Node {
 // === impl Shapes ===
 
 impl<'s> Shapes<'s> {
-    pub(super) fn with_capacity(routes: usize) -> Self {
+    /// Room for up to `routes` routes of `segments` segments in all: each segment adds at
+    /// most one node and one chain entry, so nothing grows (and copies) while recording.
+    pub(super) fn with_capacity(routes: usize, segments: usize) -> Self {
+        let mut nodes = Vec::with_capacity(segments + 1);
+        nodes.push(Node::default());
+        let mut starts = Vec::with_capacity(routes + 1);
+        starts.push(0);
         Shapes {
-            nodes: vec![Node::default()],
-            literals: HashMap::with_capacity_and_hasher(routes * 4, BuildHasherDefault::default()),
+            nodes,
+            literals: HashMap::with_capacity_and_hasher(segments, BuildHasherDefault::default()),
             shapes: Vec::with_capacity(routes),
-            chains: Vec::with_capacity(routes * 6),
-            starts: vec![0],
+            chains: Vec::with_capacity(segments + routes),
+            starts,
             last_chain: Vec::new(),
         }
     }
@@ -263,7 +269,7 @@ mod tests {
             .iter()
             .map(|t| TemplateRef::parse(t).unwrap())
             .collect();
-        let mut shapes = Shapes::with_capacity(parsed.len());
+        let mut shapes = Shapes::with_capacity(parsed.len(), 0);
         let mut route_of = Vec::new();
         for t in &parsed {
             let slot = shapes.slot(t.segments());
@@ -345,7 +351,7 @@ mod tests {
                 .iter()
                 .map(|t| TemplateRef::parse(t).unwrap())
                 .collect();
-        let mut shapes = Shapes::with_capacity(parsed.len());
+        let mut shapes = Shapes::with_capacity(parsed.len(), 0);
         for t in &parsed {
             let slot = shapes.slot(t.segments());
             shapes.record(slot, t.segments());
