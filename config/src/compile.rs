@@ -223,7 +223,8 @@ fn build(rules: &mut [CompiledRule<'_>], diagnostics: &mut Vec<Diagnostic>) -> I
                         Ok(()) => {
                             firsts.push((&path.template, path.origin));
                             routes.push(Route {
-                                entries: Vec::new(),
+                                // Most routes get one template: one exact allocation.
+                                entries: Vec::with_capacity(1),
                                 mode: Mode::Enforce,
                             });
                             Some(shapes.record(slot, path.template.segments()))
