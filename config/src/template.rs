@@ -198,27 +198,17 @@ impl<'t> TemplateRef<'t> {
         let Some(rest) = s.strip_prefix('/') else {
             return Err(TemplateError::NoLeadingSlash(s.to_owned()));
         };
-        check_chars(s)?;
         // One pass to parse every segment (so the first malformed one is reported), then the
-        // whole-template rules; neither allocates beyond the segment list itself. The pass
-        // notes whether a segment holds a brace: only those need more than a literal's checks.
+        // whole-template rules; neither allocates beyond the segment list itself. The
+        // character check's errors come first: it runs in full only when the pass met a byte
+        // outside [`PLAIN`] or a malformed segment.
         let last = rest.bytes().filter(|&b| b == b'/').count();
         let mut segments = Vec::with_capacity(last + 1);
-        let (mut start, mut braces) = (0, false);
-        for (i, b) in rest.bytes().enumerate() {
-            match b {
-                // `/` is ASCII, so `start..i` is on character boundaries.
-                b'/' => {
-                    let seg = rest.get(start..i).unwrap_or_default();
-                    segments.push(parse_segment(s, seg, braces, false)?);
-                    (start, braces) = (i + 1, false);
-                }
-                b'{' | b'}' => braces = true,
-                _ => {}
-            }
+        let split = split_segments(s, rest, &mut segments);
+        if !matches!(split, Ok(true)) {
+            check_chars(s)?;
         }
-        let seg = rest.get(start..).unwrap_or_default();
-        segments.push(parse_segment(s, seg, braces, true)?);
+        split?;
         for (i, seg) in segments.iter().enumerate() {
             let name = match *seg {
                 Segment::Param(n) => n,
@@ -297,6 +287,33 @@ fn literal_prefix(source: &str) -> &str {
     }
 }
 
+/// Parses the segments of `rest` (`template` after its leading `/`) into `segments`, in one
+/// pass over the bytes; `Ok(true)` when every byte is in [`PLAIN`] (then [`check_chars`] has
+/// nothing to find). A segment holding a brace needs more than a literal's checks.
+fn split_segments<'t>(
+    template: &str,
+    rest: &'t str,
+    segments: &mut Vec<Segment<&'t str>>,
+) -> Result<bool, TemplateError> {
+    let (mut start, mut braces, mut plain) = (0, false, true);
+    for (i, b) in rest.bytes().enumerate() {
+        plain &= PLAIN[usize::from(b)];
+        match b {
+            // `/` is ASCII, so `start..i` is on character boundaries.
+            b'/' => {
+                let seg = rest.get(start..i).unwrap_or_default();
+                segments.push(parse_segment(template, seg, braces, false)?);
+                (start, braces) = (i + 1, false);
+            }
+            b'{' | b'}' => braces = true,
+            _ => {}
+        }
+    }
+    let seg = rest.get(start..).unwrap_or_default();
+    segments.push(parse_segment(template, seg, braces, true)?);
+    Ok(plain)
+}
+
 /// Whole-template character checks: things normalization never lets through.
 fn check_chars(s: &str) -> Result<(), TemplateError> {
     // The common case, one table lookup a byte: nothing but characters that need no check.
@@ -362,7 +379,7 @@ fn check_chars(s: &str) -> Result<(), TemplateError> {
 
 /// The bytes [`check_chars`] accepts without looking further: ASCII `pchar`s except `%`, and
 /// `/`, `{`, `}`.
-const PLAIN: [bool; 256] = {
+static PLAIN: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 128 {
