@@ -195,15 +195,15 @@ impl Upstream {
         let downstream_upgrade = (upgrade && request.headers().contains_key(UPGRADE))
             .then(|| hyper::upgrade::on(&mut request));
 
-        let (parts, body) = request.into_parts();
-        let counted = parts
-            .extensions
+        let counted = request
+            .extensions()
             .get::<Judgement>()
             .filter(|judgement| judgement.counts_body())
             .cloned();
-        let mut upstream = Request::new(ProgressBody::new(body, self.body_progress, counted));
-        *upstream.method_mut() = parts.method;
-        *upstream.headers_mut() = parts.headers;
+        // The request is rebuilt in place (method and headers stay where they are); its
+        // extensions are the client side's and do not go to the app.
+        let mut upstream = request.map(|body| ProgressBody::new(body, self.body_progress, counted));
+        upstream.extensions_mut().clear();
         let built = match &self.route {
             Route::Http1 { host, .. } => {
                 *upstream.version_mut() = Version::HTTP_11;

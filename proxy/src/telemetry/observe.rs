@@ -130,7 +130,8 @@ struct Line {
 struct ObservedBody {
     inner: ResponseBody,
     bytes: u64,
-    finish: Option<Box<Finish>>,
+    /// Inline: the body itself is boxed once, as a `ResponseBody`.
+    finish: Option<Finish>,
 }
 
 // === impl ObserveLayer ===
@@ -359,7 +360,7 @@ impl Judgement {
 
 impl Pending {
     /// Completes the labels, the span and the line with the verdict and the status.
-    fn responded(self, status: http::StatusCode) -> Box<Finish> {
+    fn responded(self, status: http::StatusCode) -> Finish {
         let Pending {
             parts,
             mut labels,
@@ -398,7 +399,7 @@ impl Pending {
                 span.set_status(Status::error(""));
             }
         }
-        Box::new(Finish {
+        Finish {
             parts,
             labels,
             started,
@@ -406,7 +407,7 @@ impl Pending {
             span,
             line,
             judgement,
-        })
+        }
     }
 }
 
