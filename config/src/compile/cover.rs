@@ -13,16 +13,19 @@
 //! cover it).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+
+use foldhash::fast::FixedState;
 
 use crate::policy::Route;
 use crate::template::Segment;
 
 /// A segment trie of route shapes. Literal edges live in one map keyed by (node, text), so
-/// nodes themselves allocate nothing.
+/// nodes themselves allocate nothing. The map is probed once per literal segment of every
+/// template; it hashes with foldhash's fast unkeyed hasher (the keys are the policy's own
+/// literals, never request data, so no keyed hash is needed).
 pub(super) struct Shapes<'s> {
     nodes: Vec<Node>,
-    literals: HashMap<(usize, &'s str), usize, BuildHasherDefault<EdgeHasher>>,
+    literals: HashMap<(usize, &'s str), usize, FixedState>,
     /// `shapes[r]`: the segments of route `r`.
     shapes: Vec<&'s [Segment<&'s str>]>,
     /// `chains[starts[r]..starts[r + 1]]`: the nodes route `r`'s own segments lead through,
@@ -40,13 +43,6 @@ pub(super) enum Slot {
     End(usize),
     CatchAll(usize),
 }
-
-/// The hash of the literal-edge map: a multiply-rotate over 8-byte words (FxHash's step). The
-/// map is probed once per literal segment of every template, and a byte-at-a-time hash was most
-/// of that cost. The keys are the policy's own literals, never request data, so an unkeyed
-/// hash is fine here.
-#[derive(Default)]
-struct EdgeHasher(u64);
 
 #[derive(Default)]
 struct Node {
@@ -69,7 +65,7 @@ impl<'s> Shapes<'s> {
         starts.push(0);
         Shapes {
             nodes,
-            literals: HashMap::with_capacity_and_hasher(segments, BuildHasherDefault::default()),
+            literals: HashMap::with_capacity_and_hasher(segments, FixedState::default()),
             shapes: Vec::with_capacity(routes),
             chains: Vec::with_capacity(segments + routes),
             starts,
@@ -218,41 +214,6 @@ impl<'s> Shapes<'s> {
             }
             Segment::CatchAll(_) => {}
         }
-    }
-}
-
-// === impl EdgeHasher ===
-
-impl EdgeHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for EdgeHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            self.add(u64::from_le_bytes(word.try_into().unwrap_or_default()));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut last = [0; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last));
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.add(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
