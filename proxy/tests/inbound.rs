@@ -721,10 +721,11 @@ async fn curl_over_h1_and_h2_with_client_certificates() {
     proxy.running.shutdown().await;
 }
 
-/// Sends `GET <target>` with `Upgrade: websocket` over mTLS HTTP/1.1; on 101, writes
-/// `ping` into the tunnel and returns what comes back.
-async fn try_upgrade(pki: &Pki, proxy: &Proxy, target: &str) -> (u16, Option<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+type Tunnel = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+
+/// Sends `GET <target>` with `Upgrade: websocket` over mTLS HTTP/1.1: the status, and on 101
+/// the tunnel.
+async fn open_tunnel(pki: &Pki, proxy: &Proxy, target: &str) -> (u16, Option<Tunnel>) {
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let connector = tokio_rustls::TlsConnector::from(pki.client(FRONTEND, H1));
     let tls = connector
@@ -752,14 +753,27 @@ async fn try_upgrade(pki: &Pki, proxy: &Proxy, target: &str) -> (u16, Option<Str
         .await
         .unwrap()
         .unwrap();
-    let mut io = hyper_util::rt::TokioIo::new(upgraded);
-    io.write_all(b"ping").await.unwrap();
+    (status, Some(hyper_util::rt::TokioIo::new(upgraded)))
+}
+
+/// Writes `ping` into `tunnel` and returns the 4 bytes that come back.
+async fn ping(tunnel: &mut Tunnel) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tunnel.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
-    tokio::time::timeout(LIMIT, io.read_exact(&mut buf))
+    tokio::time::timeout(LIMIT, tunnel.read_exact(&mut buf))
         .await
         .unwrap()
         .unwrap();
-    (status, Some(String::from_utf8_lossy(&buf).into_owned()))
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// [`open_tunnel`], then one [`ping`] through it.
+async fn try_upgrade(pki: &Pki, proxy: &Proxy, target: &str) -> (u16, Option<String>) {
+    match open_tunnel(pki, proxy, target).await {
+        (status, Some(mut tunnel)) => (status, Some(ping(&mut tunnel).await)),
+        (status, None) => (status, None),
+    }
 }
 
 #[tokio::test]
@@ -777,6 +791,42 @@ async fn upgrades_are_tunnelled_only_where_a_rule_allows_them() {
         (200, None)
     );
     proxy.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_open_tunnels_then_closes_them() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    let app = Oracle::start().await;
+    let drain = Duration::from_millis(400);
+    let proxy = start_proxy(&pki, policy("enforce", "strict", ""), app.addr, |c| {
+        c.timeouts.drain = drain;
+    })
+    .await;
+    let (status, tunnel) = open_tunnel(&pki, &proxy, "/ws").await;
+    assert_eq!(status, 101);
+    let mut tunnel = tunnel.unwrap();
+    assert_eq!(ping(&mut tunnel).await, "ping");
+    let stats = proxy.running.stats();
+    // The tunnel is the connection: it stays open (and counted) after the upgrade.
+    assert_eq!(Stats::get(&stats.connections_open), 1);
+    let started = std::time::Instant::now();
+    let shutdown = tokio::spawn(proxy.running.shutdown());
+    // During the drain the tunnel still carries bytes...
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(ping(&mut tunnel).await, "ping");
+    // ...and when the drain time is up it is closed.
+    let mut buf = [0u8; 1];
+    let ended = tokio::time::timeout(LIMIT, tunnel.read(&mut buf))
+        .await
+        .expect("the drain closes the tunnel");
+    assert!(matches!(ended, Ok(0) | Err(_)), "{ended:?}");
+    tokio::time::timeout(LIMIT, shutdown)
+        .await
+        .expect("drain is bounded")
+        .unwrap();
+    assert!(started.elapsed() >= drain);
+    assert_eq!(Stats::get(&stats.connections_open), 0);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! (no response within the response timeout) or 408 (the client's body stalled).
 //!
 //! HTTP/1.1 requests allowed to upgrade (WebSocket) are tunnelled: after the app answers
-//! `101 Switching Protocols`, bytes are copied both ways until either side closes.
+//! `101 Switching Protocols`, the byte copy is left to [`tunnel`](super::tunnel).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use palisade_config::RequestTarget;
 
 use super::authorize::{Authorized, PeerDisplay};
@@ -32,6 +32,7 @@ use super::body::{BodyError, ProgressBody};
 use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
 use super::respond::reject;
 use super::stats::Stats;
+use super::tunnel::TunnelSlot;
 use super::{ResponseBody, ResponseFuture};
 use crate::config::Timeouts;
 use crate::error_chain::ErrorChain;
@@ -89,6 +90,8 @@ struct Upstream {
     body_progress: Duration,
     response_timeout: Duration,
     stats: Arc<Stats>,
+    /// Where an upgraded request's tunnel is left for the connection's task.
+    tunnel: TunnelSlot,
 }
 
 /// How requests reach the app port.
@@ -136,6 +139,7 @@ impl Forward {
         h2c: bool,
         timeouts: &Timeouts,
         stats: Arc<Stats>,
+        tunnel: TunnelSlot,
     ) -> Self {
         let addr = dst.0;
         let route = if h2c {
@@ -161,6 +165,7 @@ impl Forward {
             body_progress: timeouts.body_progress,
             response_timeout: timeouts.upstream_response,
             stats,
+            tunnel,
         }))
     }
 }
@@ -245,7 +250,7 @@ impl Upstream {
         match downstream_upgrade {
             Some(downstream) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream = hyper::upgrade::on(&mut response);
-                tokio::spawn(tunnel(downstream, upstream, id.clone()));
+                self.tunnel.open(downstream, upstream, id.clone());
             }
             _ => strip_hop_by_hop(response.headers_mut()),
         }
@@ -361,24 +366,4 @@ fn classify_pooled(error: hyper_util::client::legacy::Error) -> ForwardError {
         source = cause.source();
     }
     ForwardError::Refused(error.into())
-}
-
-/// Copies bytes both ways between an upgraded client connection and the app.
-async fn tunnel(
-    downstream: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    id: super::request_id::RequestId,
-) {
-    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
-        Ok(both) => both,
-        Err(error) => {
-            tracing::info!(request.id = %id, error = %error, "upgrade failed");
-            return;
-        }
-    };
-    let mut downstream = TokioIo::new(downstream);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(error) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
-        tracing::debug!(request.id = %id, error = %error, "upgraded connection ended");
-    }
 }

@@ -38,6 +38,7 @@ pub mod respond;
 pub mod serve;
 pub mod stack;
 pub mod stats;
+mod tunnel;
 
 pub use self::stats::Stats;
 

@@ -31,6 +31,7 @@ use super::idle::{Activity, TrackedBody};
 use super::overload::Overloaded;
 use super::respond::{self, Rejection};
 use super::stats::Stats;
+use super::tunnel::TunnelSlot;
 use super::{ResponseBody, Shared, stack};
 use crate::detect::{DetectError, Protocol, detect};
 use crate::error_chain::ErrorChain;
@@ -321,7 +322,9 @@ async fn serve_http(
         http,
         dst,
     } = handshaken.unbox();
-    let stack = stack::build(shared, peer, dst);
+    let tunnel = TunnelSlot::default();
+    let mut tunnel_shutdown = shutdown.clone();
+    let stack = stack::build(shared, peer, dst, tunnel.clone());
     let activity = Activity::new();
     let service = hyper::service::service_fn({
         let activity = activity.clone();
@@ -348,7 +351,7 @@ async fn serve_http(
     let idle = shared.config.timeouts.idle;
     // Each protocol's connection gets its own allocation, sized for that protocol alone: an
     // idle HTTP/1.1 connection carries no room for h2 or `auto` state.
-    match http {
+    let served = match http {
         HttpVersion::Http1 => {
             let connection = server.http1.serve_connection(io, service).with_upgrades();
             let finish = http1::UpgradeableConnection::graceful_shutdown;
@@ -364,7 +367,16 @@ async fn serve_http(
             let finish = auto::UpgradeableConnection::graceful_shutdown;
             drive(Box::pin(connection), finish, &activity, idle, shutdown).await
         }
+    };
+    // After an upgrade hyper has handed the connection over: the tunnel runs here, in the
+    // connection's task, so a drain waits for it and closes it when the drain time is up.
+    if let Some(tunnel) = tunnel.take() {
+        tokio::select! {
+            () = tunnel => {}
+            () = tunnel_shutdown.closing() => tracing::debug!("drain time is up: closing tunnel"),
+        }
     }
+    served
 }
 
 /// The answer to a request past the listener's cap: 503 at once, counted and logged.

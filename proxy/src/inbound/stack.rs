@@ -19,6 +19,7 @@ use super::forward::Forward;
 use super::framing::{Framing, FramingLayer};
 use super::headers::{Headers, HeadersLayer};
 use super::request_id::{RequestIdLayer, SetRequestId};
+use super::tunnel::TunnelSlot;
 use super::{ResponseBody, Shared};
 use crate::listen::OrigDst;
 use crate::telemetry::observe::{Observe, ObserveLayer};
@@ -26,8 +27,9 @@ use crate::telemetry::observe::{Observe, ObserveLayer};
 /// The per-connection service.
 pub(crate) type Stack = SetRequestId<Observe<Framing<Authorize<Headers<Forward>>>>>;
 
-/// Builds the stack for one connection from `peer` to `dst`.
-pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst) -> Stack {
+/// Builds the stack for one connection from `peer` to `dst`; an upgraded request leaves its
+/// tunnel in `tunnel`.
+pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst, tunnel: TunnelSlot) -> Stack {
     let config = &shared.config;
     let h2c = config.app.speaks_h2c(dst.0.port());
     let headers = HeadersLayer::new(&config.own_id, &peer);
@@ -47,6 +49,7 @@ pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst) -> Stack {
             h2c,
             &config.timeouts,
             shared.stats.clone(),
+            tunnel,
         ))
 }
 
