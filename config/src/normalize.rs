@@ -199,6 +199,12 @@ impl NormalizedPath {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The canonical path as an owned string, without copying it (for the request that is
+    /// forwarded).
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 impl AsRef<str> for NormalizedPath {

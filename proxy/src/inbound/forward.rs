@@ -307,13 +307,17 @@ async fn send_http1(
     }
 }
 
-/// `/<normalized path>[?<original query>]`: the only way a path reaches the app.
+/// `/<normalized path>[?<original query>]`: the only way a path reaches the app. The
+/// normalized path's own string becomes the URI's bytes, without a copy.
 fn path_and_query(target: RequestTarget) -> Result<PathAndQuery, http::Error> {
     let (path, query) = target.into_parts();
-    Ok(match query {
-        Some(query) => PathAndQuery::try_from(format!("{path}?{query}"))?,
-        None => PathAndQuery::try_from(path.as_str())?,
-    })
+    let mut path_and_query = path.into_string();
+    if let Some(query) = query {
+        path_and_query.reserve_exact(1 + query.len());
+        path_and_query.push('?');
+        path_and_query.push_str(&query);
+    }
+    Ok(PathAndQuery::try_from(path_and_query)?)
 }
 
 /// `http://<app>/<normalized path>[?<original query>]`, for the h2c client.
