@@ -11,41 +11,19 @@ T_MTLS=1
 T_POLICY=1
 T_PROC=palisade
 PALISADE_BIN="${PALISADE_BIN:-palisade}"
+# The allowlist in our policy language, beside this file (sourced by the harness).
+PALISADE_POLICY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/policy.yaml"
 t_version() { "$PALISADE_BIN" --version 2>/dev/null | head -1 || true; }
 T_DESC="$(t_version), ${PROXY_WORKERS} worker thread(s), rustls (ring)"
 
 t_start() {
   command -v "$PALISADE_BIN" >/dev/null 2>&1 || [ -x "$PALISADE_BIN" ] ||
     { log "palisade: set PALISADE_BIN to the built binary"; return 1; }
-  local d="$RUN/palisade"; mkdir -p "$d"
-
-  # allowlist.txt in our policy language. The harness's client certificate carries
-  # spiffe://cluster.local/ns/default/sa/client.
-  cat > "$d/policy.yaml" <<POLICY
-apiVersion: policy.palisade.dev/v1alpha1
-kind: ApiPolicy
-metadata: { name: bench, namespace: default }
-spec:
-  mode: enforce
-  mtls: strict
-  rules:
-    - name: items-read
-      from: { principals: ["spiffe://cluster.local/ns/default/sa/client"] }
-      to:
-        - methods: [GET]
-          paths: ["/api/v1/items", "/api/v1/items/{id}"]
-    - name: place-order
-      from: { principals: ["spiffe://cluster.local/ns/default/sa/client"] }
-      to:
-        - methods: [POST]
-          paths: ["/api/v1/orders"]
-POLICY
-
   spawn palisade "$PALISADE_BIN" proxy \
       --workers "${PROXY_WORKERS}" \
       --inbound "127.0.0.1:${PALISADE_PORT}" \
       --app "127.0.0.1:${UPSTREAM_H1_PORT}" \
       --cert "$CERTS/server.crt" --key "$CERTS/server.key" --trust-bundle "$CERTS/ca.crt" \
-      --policy "$d/policy.yaml"
+      --policy "$PALISADE_POLICY"
   wait_port "$PALISADE_PORT" 15 palisade
 }

@@ -42,31 +42,12 @@ http {
              location / { default_type application/json; return 200 '{"ok":true,"items":[]}'; } }
 }
 CONF
-cat > "$WORK/policy.yaml" <<'POLICY'
-apiVersion: policy.palisade.dev/v1alpha1
-kind: ApiPolicy
-metadata: { name: bench, namespace: default }
-spec:
-  mode: enforce
-  mtls: strict
-  rules:
-    - name: items-read
-      from: { principals: ["spiffe://cluster.local/ns/default/sa/client"] }
-      to:
-        - methods: [GET]
-          paths: ["/api/v1/items", "/api/v1/items/{id}"]
-    - name: place-order
-      from: { principals: ["spiffe://cluster.local/ns/default/sa/client"] }
-      to:
-        - methods: [POST]
-          paths: ["/api/v1/orders"]
-POLICY
 taskset -c 0 nginx -e "$WORK/app/error.log" -p "$WORK/app" -c "$WORK/app/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
 PROXY=("$BIN" proxy --workers 1 --inbound 127.0.0.1:28445 --app 127.0.0.1:28080
   --cert "$C/server.crt" --key "$C/server.key" --trust-bundle "$C/ca.crt"
-  --policy "$WORK/policy.yaml" --admin 127.0.0.1:0)
+  --policy "$HERE/../peers/policy.yaml" --admin 127.0.0.1:0)
 case "$MODE" in
   instructions) valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
   cpu) taskset -c 0 "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
