@@ -6,10 +6,14 @@
 #                 builds with this, not with req/s)
 #   cpu           CPU-ms of the proxy process per 1000 requests (/proc/PID/stat utime+stime,
 #                 kernel included), proxy and app pinned to CPU 0, oha on CPU 1
+#   syscalls      system calls per request by name (strace -c attached to the proxy during the run)
 #
 #   cargo build --release
 #   benches/perf/instructions.sh instructions target/release/palisade h1 3000
+#   CG_OUT=/tmp/h2.cg benches/perf/instructions.sh instructions target/release/palisade h2 3000  # keep the profile
 #   CONNS=64 benches/perf/instructions.sh cpu target/release/palisade h1 30000
+#   benches/perf/instructions.sh syscalls target/release/palisade h2 3000
+#   PERF_OUT=/tmp/h1.perf CONNS=64 benches/perf/instructions.sh cpu target/release/palisade h1 30000  # + kernel profile
 #
 # Same job as the peer harness (../shared/bench): strict mTLS, the allowlist policy, an nginx
 # app answering 200; its own ports (28080 app, 28445 proxy) so it never clashes with a running
@@ -50,21 +54,22 @@ PROXY=("$BIN" proxy --workers 1 --inbound 127.0.0.1:28445 --app 127.0.0.1:28080
   --policy "$HERE/../peers/policy.yaml" --admin 127.0.0.1:0)
 case "$MODE" in
   instructions) valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
-  cpu) taskset -c 0 "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
-  *) echo "mode: instructions | cpu" >&2; exit 2 ;;
+  cpu|syscalls) taskset -c 0 "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
+  *) echo "mode: instructions | cpu | syscalls" >&2; exit 2 ;;
 esac
 P=$!; PIDS=("$P" "${PIDS[@]}")
 for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/28445) 2>/dev/null && break; sleep 0.2; done
 
 A=(--no-tui --output-format json --cacert "$C/ca.crt" --cert "$C/client.crt" --key "$C/client.key")
 case "$SCENARIO" in
-  h1) A+=(--http-version 1.1 -c "${CONNS:-16}") ;;
+  h1) A+=(--http-version 1.1 -c "${CONNS:-16}" ${RATE:+-q "$RATE" --latency-correction}) ;;
   h2) A+=(--http2 -c "${H2_CONNS:-2}" -p 8) ;;
   *) echo "scenario: h1 | h2" >&2; exit 2 ;;
 esac
 URL=https://127.0.0.1:28445/api/v1/items/42
 oha "${A[@]}" -n 500 "$URL" >/dev/null 2>&1            # warm-up: pool, allocator, caches
-ticks() { awk '{print $14+$15}' "/proc/$P/stat"; }
+ticks() { awk '{print $14+$15, $14}' "/proc/$P/stat"; }
+switches() { awk '/ctxt_switches/ {s += $2} END {print s}' "/proc/$P/status"; }
 if [ "$MODE" = instructions ]; then
   callgrind_control -z "$P" >/dev/null 2>&1
   oha "${A[@]}" -n "$N" "$URL" > "$WORK/oha.json"
@@ -72,15 +77,29 @@ if [ "$MODE" = instructions ]; then
   sleep 1
   IR=$(grep -h -m1 '^summary:' "$WORK"/cg.out.* | awk '{print $2}')
   echo "user-space instructions per request: $((IR / N)) ($N requests, new connections' handshakes included)"
-else
-  t0=$(ticks)
+  if [ -n "${CG_OUT:-}" ]; then cp "$(grep -l -m1 "^summary:" "$WORK"/cg.out.* | head -1)" "$CG_OUT"; echo "callgrind profile: $CG_OUT (callgrind_annotate $CG_OUT)"; fi
+elif [ "$MODE" = syscalls ]; then
+  strace -c -f -p "$P" -o "$WORK/strace.txt" 2>/dev/null &
+  S=$!; sleep 1
   taskset -c "${CLIENT_CPUS:-1}" oha "${A[@]}" -n "$N" "$URL" > "$WORK/oha.json"
-  t1=$(ticks)
-  python3 - "$t0" "$t1" "$(getconf CLK_TCK)" "$N" "$WORK/oha.json" <<'PY'
+  kill -INT "$S"; wait "$S" 2>/dev/null || true
+  echo "system calls per request ($N requests):"
+  awk -v n="$N" '$4 ~ /^[0-9]+$/ && $NF != "total" { printf "  %-16s %6.2f\n", $NF, $4 / n }
+                 $NF == "total" { printf "  %-16s %6.2f\n", "all", $4 / n }' "$WORK/strace.txt"
+else
+  if [ -n "${PERF_OUT:-}" ]; then perf record -q -e cpu-clock -F 4000 -g -p "$P" -o "$PERF_OUT" 2>/dev/null & R=$!; sleep 0.5; fi
+  read -r t0 u0 < <(ticks); s0=$(switches)
+  taskset -c "${CLIENT_CPUS:-1}" oha "${A[@]}" -n "$N" "$URL" > "$WORK/oha.json"
+  read -r t1 u1 < <(ticks); s1=$(switches)
+  echo "context switches per request: $(awk -v a="$s0" -v b="$s1" -v n="$N" 'BEGIN {printf "%.2f", (b - a) / n}')"
+  if [ -n "${PERF_OUT:-}" ]; then kill -INT "$R"; wait "$R" 2>/dev/null || true; echo "perf profile: $PERF_OUT (perf report -i $PERF_OUT --no-children)"; fi
+  python3 - "$t0" "$t1" "$(getconf CLK_TCK)" "$N" "$WORK/oha.json" "$u0" "$u1" <<'PY'
 import json, sys
 t0, t1, hz, n = map(int, sys.argv[1:5])
+u0, u1 = map(int, sys.argv[6:8])
 j = json.load(open(sys.argv[5]))
-print(f"proxy CPU ms per 1000 requests: {(t1 - t0) * 1e6 / hz / n:.1f}  "
+print(f"proxy CPU ms per 1000 requests: {(t1 - t0) * 1e6 / hz / n:.1f} "
+      f"(user {(u1 - u0) * 1e6 / hz / n:.1f})  "
       f"req/s {j['summary']['requestsPerSec']:.0f}  p99 {j['latencyPercentiles']['p99'] * 1000:.2f} ms  "
       f"statuses {j.get('statusCodeDistribution')}")
 PY

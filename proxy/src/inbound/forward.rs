@@ -254,9 +254,11 @@ impl Upstream {
             }
             _ => strip_hop_by_hop(response.headers_mut()),
         }
-        response
-            .headers_mut()
-            .insert(X_REQUEST_ID, id.header_value());
+        // Never indexed by HPACK: every value is new, and entering each into the h2 client's
+        // dynamic table would evict the fields that do repeat (`server`, `content-type`…).
+        let mut request_id = id.header_value();
+        request_id.set_sensitive(true);
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
         match lease {
             // After a 101 the connection is the tunnel's: it never goes back to the pool.
             Some(lease) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
