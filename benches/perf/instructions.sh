@@ -16,10 +16,11 @@
 #   PERF_OUT=/tmp/h1.perf CONNS=64 benches/perf/instructions.sh cpu target/release/palisade h1 30000  # + kernel profile
 #
 # Same job as the peer harness (../shared/bench): strict mTLS, the allowlist policy, an nginx
-# app answering 200; its own ports (28080 app, 28445 proxy) so it never clashes with a running
+# app answering 200; its own ports (APP_PORT 28080, PROXY_PORT 28445) so it never clashes with a running
 # harness. Needs nginx, oha, valgrind (instructions), taskset, python3. Stops exactly the
 # processes it starts.
 set -euo pipefail
+APP_PORT="${APP_PORT:-28080}"; PROXY_PORT="${PROXY_PORT:-28445}"
 MODE="$1"; BIN="$(realpath "$2")"; SCENARIO="${3:-h1}"; N="${4:-3000}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BENCH="${BENCH:-$HERE/../../../shared/bench}"
@@ -42,14 +43,14 @@ http {
     fastcgi_temp_path $WORK/app/tmp/fastcgi; uwsgi_temp_path $WORK/app/tmp/uwsgi;
     scgi_temp_path $WORK/app/tmp/scgi;
     keepalive_requests 10000000; keepalive_timeout 120s;
-    server { listen 127.0.0.1:28080 backlog=4096;
+    server { listen 127.0.0.1:${APP_PORT} backlog=4096;
              location / { default_type application/json; return 200 '{"ok":true,"items":[]}'; } }
 }
 CONF
 taskset -c 0 nginx -e "$WORK/app/error.log" -p "$WORK/app" -c "$WORK/app/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
-PROXY=("$BIN" proxy --workers 1 --inbound 127.0.0.1:28445 --app 127.0.0.1:28080
+PROXY=("$BIN" proxy --workers 1 --inbound 127.0.0.1:${PROXY_PORT} --app 127.0.0.1:${APP_PORT}
   --cert "$C/server.crt" --key "$C/server.key" --trust-bundle "$C/ca.crt"
   --policy "$HERE/../peers/policy.yaml" --admin 127.0.0.1:0)
 case "$MODE" in
@@ -58,7 +59,7 @@ case "$MODE" in
   *) echo "mode: instructions | cpu | syscalls" >&2; exit 2 ;;
 esac
 P=$!; PIDS=("$P" "${PIDS[@]}")
-for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/28445) 2>/dev/null && break; sleep 0.2; done
+for _ in $(seq 300); do (echo > /dev/tcp/127.0.0.1/${PROXY_PORT}) 2>/dev/null && break; sleep 0.2; done
 
 A=(--no-tui --output-format json --cacert "$C/ca.crt" --cert "$C/client.crt" --key "$C/client.key")
 case "$SCENARIO" in
@@ -66,7 +67,7 @@ case "$SCENARIO" in
   h2) A+=(--http2 -c "${H2_CONNS:-2}" -p 8) ;;
   *) echo "scenario: h1 | h2" >&2; exit 2 ;;
 esac
-URL=https://127.0.0.1:28445/api/v1/items/42
+URL=https://127.0.0.1:${PROXY_PORT}/api/v1/items/42
 oha "${A[@]}" -n 500 "$URL" >/dev/null 2>&1            # warm-up: pool, allocator, caches
 ticks() { awk '{print $14+$15, $14}' "/proc/$P/stat"; }
 switches() { awk '/ctxt_switches/ {s += $2} END {print s}' "/proc/$P/status"; }

@@ -11,7 +11,8 @@
 //!   every diagnostic carries.
 //! - [`template`]: path templates (`/api/v1/items/{id}`, final `{*rest}`), no regex.
 //! - [`spiffe`]: SPIFFE IDs and principal patterns.
-//! - [`normalize`]: the single path-normalization function; only it builds a
+//! - [`normalize`]: the single path-normalization function (also taking a target in parts,
+//!   as h2 sends it: [`normalize_absolute`]); only it builds a
 //!   [`NormalizedPath`].
 //! - [`compile`] → [`policy`]: an immutable [`Policy`] over a route trie and
 //!   [`Policy::decide`], which returns a [`Decision`] naming the rule that allowed a request or
@@ -35,7 +36,7 @@ pub use check::{Expect, TestCase, TestFailure, run_tests};
 pub use compile::{LoadOptions, Loaded, compile, policy_files};
 pub use fingerprint::{Fnv1a, fingerprint};
 pub use location::{Diagnostic, LoadError, Severity};
-pub use normalize::{NormalizeError, NormalizedPath, RequestTarget, normalize};
+pub use normalize::{NormalizeError, NormalizedPath, RequestTarget, normalize, normalize_absolute};
 pub use policy::{Decision, Denial, Mode, MtlsMode, Peer, Permit, Policy};
 pub use spiffe::{PrincipalPattern, SpiffeId, SpiffeIdError};
 pub use template::{Template, TemplateError};

@@ -65,7 +65,7 @@ pub const MAX_TARGET_LEN: usize = 8 * 1024;
 
 /// A request target after normalization: the canonical path and the original query.
 ///
-/// Built only by [`normalize`].
+/// Built only by [`normalize`] (and [`normalize_absolute`], its form for a target in parts).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestTarget {
     path: NormalizedPath,
@@ -76,7 +76,7 @@ pub struct RequestTarget {
 ///
 /// # Security
 ///
-/// Only [`normalize`] builds a `NormalizedPath`. The proxy authorizes a `NormalizedPath` and
+/// Only [`normalize`] (through [`normalize_absolute`] too) builds a `NormalizedPath`. The proxy authorizes a `NormalizedPath` and
 /// forwards that same value, so the application receives exactly the path that was
 /// authorized, whatever its own path handling would have done with the original target.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -148,7 +148,8 @@ pub enum NormalizeError {
 }
 
 /// Normalizes a request target (origin-form or absolute-form, with optional query) per the
-/// rules in the module documentation. The only constructor of [`NormalizedPath`].
+/// rules in the module documentation. The only constructor of [`NormalizedPath`]
+/// ([`normalize_absolute`] runs the same steps on a target given in parts).
 ///
 /// # Security
 ///
@@ -158,7 +159,41 @@ pub fn normalize(target: &str) -> Result<RequestTarget, NormalizeError> {
     if target.len() > MAX_TARGET_LEN {
         return Err(NormalizeError::TooLong { len: target.len() });
     }
-    let path_and_query = strip_to_origin_form(target)?;
+    normalize_origin(strip_to_origin_form(target)?)
+}
+
+/// Normalizes an absolute-form target given as its parts, as HTTP/2 sends it (`:scheme`,
+/// `:authority`, `:path`): the same checks and the same result as [`normalize`] of
+/// `scheme://authority path_and_query`, without joining them into a new string first.
+///
+/// `path_and_query` must start with `/`; anything else is normalized as the joined string,
+/// so that every rare form gets exactly [`normalize`]'s answer.
+pub fn normalize_absolute(
+    scheme: &str,
+    authority: &str,
+    path_and_query: &str,
+) -> Result<RequestTarget, NormalizeError> {
+    if !path_and_query.starts_with('/') {
+        return normalize(&format!("{scheme}://{authority}{path_and_query}"));
+    }
+    let len = scheme.len() + "://".len() + authority.len() + path_and_query.len();
+    if len > MAX_TARGET_LEN {
+        return Err(NormalizeError::TooLong { len });
+    }
+    // In the order `normalize` meets them: a forbidden byte anywhere first, then the shape.
+    check_query(scheme)?;
+    check_query(authority)?;
+    check_query(path_and_query)?;
+    if split_scheme_name(scheme).is_none() {
+        return Err(NormalizeError::UnrecognizedForm);
+    }
+    check_absolute(scheme, authority)?;
+    normalize_origin(path_and_query)
+}
+
+/// The path-and-query of an origin-form target (or of an absolute-form one, stripped),
+/// normalized.
+fn normalize_origin(path_and_query: &str) -> Result<RequestTarget, NormalizeError> {
     let (path, query) = match path_and_query.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (path_and_query, None),
@@ -248,12 +283,9 @@ fn strip_to_origin_form(target: &str) -> Result<&str, NormalizeError> {
         "*" => Err(NormalizeError::AsteriskForm),
         _ => match split_scheme(target) {
             Some((scheme, rest)) => {
-                if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-                    return Err(NormalizeError::UnsupportedScheme);
-                }
                 let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
                 let (authority, path_and_query) = rest.split_at(authority_end);
-                check_authority(authority)?;
+                check_absolute(scheme, authority)?;
                 Ok(path_and_query)
             }
             None if is_authority_form(target) => Err(NormalizeError::AuthorityForm),
@@ -265,10 +297,24 @@ fn strip_to_origin_form(target: &str) -> Result<&str, NormalizeError> {
 /// Splits `scheme://rest` (RFC 3986 scheme syntax) into `(scheme, rest)`.
 fn split_scheme(target: &str) -> Option<(&str, &str)> {
     let (scheme, rest) = target.split_once("://")?;
+    Some((split_scheme_name(scheme)?, rest))
+}
+
+/// `scheme` if it has RFC 3986 scheme syntax.
+fn split_scheme_name(scheme: &str) -> Option<&str> {
     let mut chars = scheme.chars();
     let first_is_alpha = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    (first_is_alpha && rest_ok).then_some((scheme, rest))
+    (first_is_alpha && rest_ok).then_some(scheme)
+}
+
+/// The scheme and authority of an absolute-form target: `http` or `https`, and a host
+/// without userinfo.
+fn check_absolute(scheme: &str, authority: &str) -> Result<(), NormalizeError> {
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(NormalizeError::UnsupportedScheme);
+    }
+    check_authority(authority)
 }
 
 /// A byte a host or port may contain: unreserved, sub-delims, `:` and the IPv6 brackets.

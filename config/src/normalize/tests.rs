@@ -317,6 +317,49 @@ fn reduces_absolute_form_to_origin_form() {
     ]);
 }
 
+/// `normalize_absolute` must answer exactly what `normalize` answers for the joined target.
+fn assert_absolute_same(scheme: &str, authority: &str, path_and_query: &str) {
+    let joined = format!("{scheme}://{authority}{path_and_query}");
+    assert_eq!(
+        normalize_absolute(scheme, authority, path_and_query),
+        normalize(&joined),
+        "{joined:?}"
+    );
+}
+
+#[test]
+fn normalizes_absolute_form_parts_like_the_joined_target() {
+    for (scheme, authority, path_and_query) in [
+        ("https", "example.com", "/a/b"),
+        ("https", "example.com", "/a/../b?x=1&y"),
+        ("HTTP", "EXAMPLE.COM:8080", "/A//b/%2e%2e/c"),
+        ("http", "[::1]:8080", "/"),
+        ("https", "example.com", "/a%2fb"),
+        ("https", "example.com", "/a?x#y"),
+        ("https", "example.com", "/a b"),
+        ("https", "example.com", "/\\admin"),
+        ("https", "user@example.com", "/a"),
+        ("https", "host\\@evil", "/a"),
+        ("https", "", "/a"),
+        ("https", "exa%6dple.com", "/a"),
+        ("https", "exa%6dple.com", "/a\0"),
+        ("https", "host name", "/a"),
+        ("ftp", "example.com", "/a"),
+        ("ws", "example.com", "/a?x"),
+        ("1http", "example.com", "/a"),
+        ("https", "example.com", "*"),
+        ("https", "example.com", ""),
+        ("https", "example.com", "?x"),
+    ] {
+        assert_absolute_same(scheme, authority, path_and_query);
+    }
+    let long = format!("/{}", "a".repeat(MAX_TARGET_LEN));
+    assert_absolute_same("https", "example.com", &long);
+    let at_limit = format!("/{}", "a".repeat(MAX_TARGET_LEN - "https://h".len() - 1));
+    assert_absolute_same("https", "h", &at_limit);
+    assert!(normalize_absolute("https", "h", &at_limit).is_ok());
+}
+
 #[test]
 fn refuses_asterisk_and_authority_forms_as_denied() {
     check(&[
@@ -536,6 +579,21 @@ mod properties {
             check_target(&s)?;
             check_target(&format!("/{s}"))?;
             check_target(&format!("http://h{s}"))?;
+        }
+
+        #[test]
+        fn absolute_form_parts_normalize_like_the_joined_target(
+            scheme in "(https?|HTTPS|ftp|x)",
+            authority in "[a-z0-9.:@%\\\\\\[\\] ]{0,12}",
+            path in "(/|\\.|\\.\\.|%2[eEfF]|%[0-9a-fA-F]{0,2}|;|a|\\\\|\\?|#|\0| ){0,16}"
+        ) {
+            let path_and_query = format!("/{path}");
+            let joined = format!("{scheme}://{authority}{path_and_query}");
+            prop_assert_eq!(
+                normalize_absolute(&scheme, &authority, &path_and_query),
+                normalize(&joined),
+                "{:?}", joined
+            );
         }
 
         #[test]

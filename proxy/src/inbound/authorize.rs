@@ -16,7 +16,6 @@
 //! the sidecar) would read `../` where palisade checked a harmless segment. The adversarial
 //! suite (`tests/e2e/adversarial`) checks every forwarded path under that reading.
 
-use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -24,7 +23,9 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use palisade_config::{Decision, Mode, NormalizeError, Peer, Policy, RequestTarget, normalize};
+use palisade_config::{
+    Decision, Mode, NormalizeError, Peer, Policy, RequestTarget, normalize, normalize_absolute,
+};
 
 use super::request_id::RequestId;
 use super::respond::reject;
@@ -143,7 +144,7 @@ where
         // Present when telemetry is on: what is decided here is also what gets recorded.
         let judgement = request.extensions().get::<Judgement>();
 
-        let target = match normalize(&request_target(&request)) {
+        let target = match normalize_target(&request) {
             Ok(target) if is_double_encoded(target.path().as_str()) => {
                 Err(Malformed(MalformedCause::DoubleEncoded))
             }
@@ -247,14 +248,18 @@ fn judge(
     }
 }
 
-/// The request target as the client wrote it: origin-form (`/a?b`), absolute-form
-/// (`http://h/a?b`, and what h2 pseudo-headers amount to), asterisk-form (`*`) or
-/// authority-form (`h:443`). `normalize` decides what each is worth.
-fn request_target(request: &Request<Incoming>) -> Cow<'_, str> {
+/// Normalizes the request target as the client wrote it: origin-form (`/a?b`), absolute-form
+/// (`http://h/a?b`, and what h2 pseudo-headers amount to, given to `normalize_absolute` in
+/// parts), asterisk-form (`*`) or authority-form (`h:443`). `normalize` decides what each is
+/// worth.
+fn normalize_target(request: &Request<Incoming>) -> Result<RequestTarget, NormalizeError> {
     let uri = request.uri();
-    match (uri.scheme(), uri.path_and_query()) {
-        (None, Some(origin)) => Cow::Borrowed(origin.as_str()),
-        _ => Cow::Owned(uri.to_string()),
+    match (uri.scheme(), uri.authority(), uri.path_and_query()) {
+        (None, _, Some(origin)) => normalize(origin.as_str()),
+        (Some(scheme), Some(authority), Some(path_and_query)) => {
+            normalize_absolute(scheme.as_str(), authority.as_str(), path_and_query.as_str())
+        }
+        _ => normalize(&uri.to_string()),
     }
 }
 
