@@ -106,7 +106,9 @@ impl Http1Pool {
                 return Ok(lease);
             }
         }
-        self.connect(addr).await
+        // Boxed: connecting is rare once the pool is warm, and its future would otherwise
+        // make every request's future larger.
+        Box::pin(self.connect(addr)).await
     }
 
     /// A new connection to `addr`: refused → [`ForwardError::Refused`], not within the
