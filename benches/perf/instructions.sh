@@ -14,14 +14,21 @@
 #   CONNS=64 benches/perf/instructions.sh cpu target/release/palisade h1 30000
 #   benches/perf/instructions.sh syscalls target/release/palisade h2 3000
 #   PERF_OUT=/tmp/h1.perf CONNS=64 benches/perf/instructions.sh cpu target/release/palisade h1 30000  # + kernel profile
+#   benches/perf/instructions.sh instructions haproxy h2 3000   # the same measurement of the peer
+#
+# In place of the binary, `haproxy` measures HAProxy doing the same job with the peer
+# harness's configuration (../shared/bench/targets/haproxy.sh: verify required, ALPN h2 and
+# http/1.1, the allowlist as ACLs, keep-alive to the app, one thread).
 #
 # Same job as the peer harness (../shared/bench): strict mTLS, the allowlist policy, an nginx
 # app answering 200; its own ports (APP_PORT 28080, PROXY_PORT 28445) so it never clashes with a running
-# harness. Needs nginx, oha, valgrind (instructions), taskset, python3. Stops exactly the
+# harness. Needs nginx, oha, valgrind (instructions), strace (syscalls), perf (PERF_OUT), taskset,
+# python3 (and haproxy to measure it). Stops exactly the
 # processes it starts.
 set -euo pipefail
 APP_PORT="${APP_PORT:-28080}"; PROXY_PORT="${PROXY_PORT:-28445}"
-MODE="$1"; BIN="$(realpath "$2")"; SCENARIO="${3:-h1}"; N="${4:-3000}"
+MODE="$1"; BIN="$2"; SCENARIO="${3:-h1}"; N="${4:-3000}"
+[ "$BIN" = haproxy ] || BIN="$(realpath "$BIN")"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BENCH="${BENCH:-$HERE/../../../shared/bench}"
 WORK="$(mktemp -d /tmp/palisade-perf.XXXXXX)"
@@ -50,9 +57,40 @@ CONF
 taskset -c 0 nginx -e "$WORK/app/error.log" -p "$WORK/app" -c "$WORK/app/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 
-PROXY=("$BIN" proxy --workers 1 --inbound 127.0.0.1:${PROXY_PORT} --app 127.0.0.1:${APP_PORT}
-  --cert "$C/server.crt" --key "$C/server.key" --trust-bundle "$C/ca.crt"
-  --policy "$HERE/../peers/policy.yaml" --admin 127.0.0.1:0)
+if [ "$BIN" = haproxy ]; then
+  cat "$C/server.crt" "$C/server.key" > "$WORK/server.pem"
+  cat > "$WORK/haproxy.cfg" <<CFG
+global
+    nbthread 1
+    maxconn 4096
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 60s
+    option http-keep-alive
+    http-reuse safe
+frontend mtls_in
+    bind 127.0.0.1:${PROXY_PORT} ssl crt $WORK/server.pem ca-file $C/ca.crt verify required alpn h2,http/1.1
+    acl m_get     method GET
+    acl m_post    method POST
+    acl p_items   path /api/v1/items
+    acl p_item    path_reg ^/api/v1/items/[^/]+\$
+    acl p_orders  path /api/v1/orders
+    http-request return status 403 content-type application/json string '{"error":"forbidden"}' unless m_get p_items or m_get p_item or m_post p_orders
+    default_backend app
+backend app
+    server app1 127.0.0.1:${APP_PORT} maxconn 4096
+CFG
+  PROXY=(haproxy -db -f "$WORK/haproxy.cfg")
+else
+  PROXY=("$BIN" proxy --workers 1 --inbound 127.0.0.1:${PROXY_PORT} --app 127.0.0.1:${APP_PORT}
+    --cert "$C/server.crt" --key "$C/server.key" --trust-bundle "$C/ca.crt"
+    --policy "$HERE/../peers/policy.yaml" --admin 127.0.0.1:0)
+fi
 case "$MODE" in
   instructions) valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
   cpu|syscalls) taskset -c 0 "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
