@@ -8,13 +8,15 @@
 //!
 //! Recording is an atomic add on a pre-registered family; label values are small enums or
 //! shared strings (`Arc<str>`, interned per route template and per peer connection), so a
-//! request allocates no label text. The reload status and the certificate expiry are read
+//! request allocates no label text. Each inbound connection keeps the handles of the few
+//! request series it recorded last ([`PeerSeries`]): a request that repeats one finds them by
+//! comparing a few bytes and a pointer, without hashing its labels or locking a family. The reload status and the certificate expiry are read
 //! only when a scrape renders them. Labels have bounded cardinality: route *templates*
 //! (never raw paths), a fixed set of methods and status classes.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -33,6 +35,10 @@ use crate::reload::StatusHandle;
 /// Most distinct route templates labelled; past it a route is counted as `other` (a policy
 /// with more templates than this is unusual, and the label set must stay bounded).
 pub const MAX_ROUTES: usize = 512;
+
+/// Most request series one connection keeps resolved (method × route × status class ×
+/// decision combinations it saw last); past it the oldest is replaced.
+const SERIES_PER_CONNECTION: usize = 8;
 
 /// Upper bounds of the request-duration histogram buckets, in seconds (0.5 ms … 30 s).
 const DURATION_BUCKETS: [f64; 15] = [
@@ -199,6 +205,52 @@ pub struct RequestLabels {
     pub peer_namespace: Arc<str>,
     /// The peer's service account (`…/sa/<sa>`); empty if none.
     pub peer_sa: Arc<str>,
+}
+
+/// A finished request's labels besides its direction, route and peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestClass {
+    /// The method.
+    pub method: MethodLabel,
+    /// The response status class.
+    pub status_class: StatusClass,
+    /// What the policy decided.
+    pub decision: DecisionLabel,
+}
+
+/// The request series of one connection's peer: `palisade_requests_total` and
+/// `palisade_request_duration_seconds` with the direction and peer fixed, and the handles of
+/// the last [`SERIES_PER_CONNECTION`] series recorded, so that a request like a recent one
+/// costs two atomic adds and a histogram bucket, not two hashed family lookups.
+///
+/// The handles share their series with the families (a scrape sees every count); palisade
+/// never removes a series, so a kept handle is never stale.
+#[derive(Debug)]
+pub struct PeerSeries {
+    metrics: Metrics,
+    direction: Direction,
+    peer_namespace: Arc<str>,
+    peer_sa: Arc<str>,
+    /// Tried, never waited for: a contended cache falls back to the families.
+    resolved: Mutex<Resolved>,
+}
+
+/// The series a connection recorded last, at most [`SERIES_PER_CONNECTION`].
+#[derive(Debug, Default)]
+struct Resolved {
+    series: Vec<Series>,
+    /// The entry replaced next once `series` is full.
+    oldest: usize,
+}
+
+/// One request series' handles.
+#[derive(Debug)]
+struct Series {
+    class: RequestClass,
+    /// An interned route label: found by pointer.
+    route: Arc<str>,
+    requests: Counter,
+    duration: Histogram,
 }
 
 /// Labels of `palisade_request_duration_seconds` (no peer: histograms are the costly series).
@@ -406,6 +458,23 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
+    /// The request series of a connection crossing `direction` from the peer in
+    /// `peer_namespace` with service account `peer_sa` (empty strings for none).
+    pub fn peer_series(
+        &self,
+        direction: Direction,
+        peer_namespace: Arc<str>,
+        peer_sa: Arc<str>,
+    ) -> PeerSeries {
+        PeerSeries {
+            metrics: self.clone(),
+            direction,
+            peer_namespace,
+            peer_sa,
+            resolved: Mutex::new(Resolved::default()),
+        }
+    }
+
     /// Counts a failed inbound handshake; `reason` is a
     /// [`HandshakeFailure::as_label`](crate::tls::HandshakeFailure::as_label) (or `timeout`,
     /// `no_spiffe_id`).
@@ -545,6 +614,91 @@ impl Metrics {
             tracing::warn!(%error, "cannot render metrics");
         }
         text
+    }
+}
+
+// === impl PeerSeries ===
+
+impl PeerSeries {
+    /// Counts one finished request of this peer and its duration; `route` is an interned
+    /// label from [`PeerSeries::route`] or [`Metrics::route`] (`None`: no route matched).
+    pub fn request(&self, class: RequestClass, route: Option<&Arc<str>>, duration: Duration) {
+        let route = route.unwrap_or(&self.metrics.inner.empty);
+        let seconds = duration.as_secs_f64();
+        if let Ok(resolved) = self.resolved.try_lock()
+            && let Some(series) = resolved.find(class, route)
+        {
+            series.requests.inc();
+            series.duration.observe(seconds);
+            return;
+        }
+        let series = self.resolve(class, route);
+        series.requests.inc();
+        series.duration.observe(seconds);
+        if let Ok(mut resolved) = self.resolved.try_lock() {
+            resolved.keep(series);
+        }
+    }
+
+    /// The route label for `template`, as [`Metrics::route`] gives it; a route this
+    /// connection recorded lately is found without the shared map.
+    pub fn route(&self, template: Option<&str>) -> Arc<str> {
+        let Some(template) = template.filter(|t| !t.is_empty()) else {
+            return self.metrics.inner.empty.clone();
+        };
+        if let Ok(resolved) = self.resolved.try_lock()
+            && let Some(series) = resolved.series.iter().find(|s| *s.route == *template)
+        {
+            return series.route.clone();
+        }
+        self.metrics.route(Some(template))
+    }
+
+    /// The series' handles, from the families (created there if new).
+    fn resolve(&self, class: RequestClass, route: &Arc<str>) -> Series {
+        let inner = &*self.metrics.inner;
+        let requests = inner.requests.get_or_create_owned(&RequestLabels {
+            direction: self.direction,
+            method: class.method,
+            route: route.clone(),
+            status_class: class.status_class,
+            decision: class.decision,
+            peer_namespace: self.peer_namespace.clone(),
+            peer_sa: self.peer_sa.clone(),
+        });
+        let duration = inner.durations.get_or_create_owned(&DurationLabels {
+            direction: self.direction,
+            method: class.method,
+            route: route.clone(),
+            status_class: class.status_class,
+            decision: class.decision,
+        });
+        Series {
+            class,
+            route: route.clone(),
+            requests,
+            duration,
+        }
+    }
+}
+
+// === impl Resolved ===
+
+impl Resolved {
+    fn find(&self, class: RequestClass, route: &Arc<str>) -> Option<&Series> {
+        self.series
+            .iter()
+            .find(|s| s.class == class && Arc::ptr_eq(&s.route, route))
+    }
+
+    /// Keeps `series`, replacing the oldest one when full.
+    fn keep(&mut self, series: Series) {
+        if self.series.len() < SERIES_PER_CONNECTION {
+            self.series.push(series);
+        } else if let Some(slot) = self.series.get_mut(self.oldest) {
+            *slot = series;
+            self.oldest = (self.oldest + 1) % SERIES_PER_CONNECTION;
+        }
     }
 }
 
@@ -814,6 +968,62 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn peer_series_count_what_the_families_count_and_stay_bounded() {
+        let (cached, direct) = (Metrics::new(None), Metrics::new(None));
+        let (ns, sa): (Arc<str>, Arc<str>) = (Arc::from("web"), Arc::from("frontend"));
+        let series = cached.peer_series(Direction::Inbound, ns.clone(), sa.clone());
+        let methods = [MethodLabel::Get, MethodLabel::Post, MethodLabel::Delete];
+        let decisions = [DecisionLabel::Allow, DecisionLabel::Deny];
+        // 3 routes (one of them none) × 3 methods × 2 decisions: more combinations than a
+        // connection keeps, revisited in turn, so that kept handles are both hit and replaced.
+        for round in 0..3u64 {
+            for (r, route) in [None, Some("/a"), Some("/b/{id}")].into_iter().enumerate() {
+                for method in methods {
+                    for decision in decisions {
+                        let class = RequestClass {
+                            method,
+                            status_class: StatusClass::Success,
+                            decision,
+                        };
+                        let duration = Duration::from_millis(round * 7 + r as u64);
+                        let label = series.route(route);
+                        assert!(Arc::ptr_eq(&label, &cached.route(route)));
+                        series.request(class, route.map(|_| &label), duration);
+                        direct.request(
+                            &RequestLabels {
+                                direction: Direction::Inbound,
+                                method,
+                                route: direct.route(route),
+                                status_class: StatusClass::Success,
+                                decision,
+                                peer_namespace: ns.clone(),
+                                peer_sa: sa.clone(),
+                            },
+                            duration,
+                        );
+                    }
+                }
+            }
+        }
+        // The same samples (a family lists its series in hash order: sorted to compare).
+        let sorted = |text: String| {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        let text = cached.render();
+        assert_eq!(sorted(text.clone()), sorted(direct.render()));
+        assert!(
+            text.contains(
+                r#"palisade_requests_total{direction="inbound",method="POST",route="/b/{id}",status_class="2xx",decision="deny",peer_namespace="web",peer_sa="frontend"} 3"#
+            ),
+            "{text}"
+        );
+        let kept = series.resolved.lock().map(|r| r.series.len()).unwrap_or(0);
+        assert_eq!(kept, SERIES_PER_CONNECTION);
     }
 
     #[test]

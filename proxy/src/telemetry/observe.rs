@@ -30,7 +30,9 @@ use palisade_config::{Decision, Mode, NormalizedPath, Peer};
 
 use super::Parts;
 use super::access_log::{AccessRecord, timestamp};
-use super::metrics::{DecisionLabel, Direction, MethodLabel, RequestLabels, StatusClass};
+use super::metrics::{
+    DecisionLabel, Direction, MethodLabel, PeerSeries, RequestClass, StatusClass,
+};
 use crate::inbound::request_id::RequestId;
 use crate::inbound::{ResponseBody, ResponseFuture};
 
@@ -55,7 +57,7 @@ pub(crate) struct Judgement(Arc<Slot>);
 
 /// The inside of a [`Judgement`].
 struct Slot {
-    parts: Arc<Parts>,
+    connection: Arc<Connection>,
     /// Rule, reason and path are wanted (an access-log line or a recording span).
     detail: bool,
     verdict: Mutex<Option<Verdict>>,
@@ -66,15 +68,10 @@ struct Slot {
 /// What every request of one connection shares.
 struct Connection {
     parts: Arc<Parts>,
-    labels: PeerLabels,
-}
-
-/// The peer of one connection, as labels: computed once per connection.
-#[derive(Debug)]
-struct PeerLabels {
-    id: Arc<str>,
-    namespace: Arc<str>,
-    service_account: Arc<str>,
+    /// The peer's SPIFFE ID (or `unauthenticated`), for log lines and spans.
+    peer_id: Arc<str>,
+    /// The peer's request series, with the handles this connection used last.
+    series: PeerSeries,
 }
 
 /// What the policy said about a request, for labels only.
@@ -89,25 +86,23 @@ struct Verdict {
 
 /// What is known about a request before it goes on, kept for when its response comes back.
 struct Pending {
-    parts: Arc<Parts>,
-    labels: RequestLabels,
+    method: MethodLabel,
     started: Instant,
     judgement: Judgement,
     span: Option<opentelemetry::Context>,
     /// The method and version, for the span's attributes (when it records).
     described: Option<(http::Method, Version)>,
-    line: Option<Line>,
-    peer_id: Arc<str>,
+    /// Boxed: most requests have none, and the rest of `Pending` moves several times.
+    line: Option<Box<Line>>,
 }
 
 /// Everything recorded when the response ends.
 struct Finish {
-    parts: Arc<Parts>,
-    labels: RequestLabels,
+    class: RequestClass,
+    route: Option<Arc<str>>,
     started: Instant,
-    responded: Duration,
     span: Option<opentelemetry::Context>,
-    line: Option<Line>,
+    line: Option<Box<Line>>,
     judgement: Judgement,
 }
 
@@ -122,6 +117,8 @@ struct Line {
     rule: Option<String>,
     reason: String,
     status: u16,
+    /// Time to the response head.
+    responded: Duration,
     protocol: &'static str,
     trace_id: Option<String>,
 }
@@ -141,20 +138,22 @@ impl ObserveLayer {
         let Some(parts) = telemetry.parts().cloned() else {
             return ObserveLayer(None);
         };
-        let empty = || parts.metrics.empty();
-        let labels = match peer {
-            Peer::Spiffe(id) => PeerLabels {
-                id: Arc::from(id.as_str()),
-                namespace: id.namespace().map_or_else(empty, Arc::from),
-                service_account: id.service_account().map_or_else(empty, Arc::from),
-            },
-            Peer::Unauthenticated => PeerLabels {
-                id: Arc::from("unauthenticated"),
-                namespace: empty(),
-                service_account: empty(),
-            },
+        let metrics = &parts.metrics;
+        let empty = || metrics.empty();
+        let (peer_id, namespace, service_account) = match peer {
+            Peer::Spiffe(id) => (
+                Arc::from(id.as_str()),
+                id.namespace().map_or_else(empty, Arc::from),
+                id.service_account().map_or_else(empty, Arc::from),
+            ),
+            Peer::Unauthenticated => (Arc::from("unauthenticated"), empty(), empty()),
         };
-        ObserveLayer(Some(Arc::new(Connection { parts, labels })))
+        let series = metrics.peer_series(Direction::Inbound, namespace, service_account);
+        ObserveLayer(Some(Arc::new(Connection {
+            parts,
+            peer_id,
+            series,
+        })))
     }
 }
 
@@ -192,7 +191,31 @@ where
         let Some(connection) = &self.connection else {
             return self.inner.call(request);
         };
-        let parts = connection.parts.clone();
+        let id = request
+            .extensions()
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(RequestId::unknown);
+        let pending = connection.begin(&mut request, id);
+        request.extensions_mut().insert(pending.judgement.clone());
+
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let response = match future.await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            Ok(pending.respond(response))
+        })
+    }
+}
+
+// === impl Connection ===
+
+impl Connection {
+    /// Starts watching `request` (its span starts here and its `traceparent` is set).
+    fn begin(self: &Arc<Self>, request: &mut Request<Incoming>, id: RequestId) -> Pending {
+        let parts = &self.parts;
         let started = Instant::now();
         let method = MethodLabel::of(request.method());
 
@@ -201,63 +224,34 @@ where
         });
         let recording = span.as_ref().is_some_and(|cx| cx.span().is_recording());
         let logging = parts.access_log.is_some();
-        let judgement = Judgement::new(parts.clone(), logging || recording);
-        request.extensions_mut().insert(judgement.clone());
-        let line = logging.then(|| Line {
-            at: SystemTime::now(),
-            id: request
-                .extensions()
-                .get::<RequestId>()
-                .cloned()
-                .unwrap_or_else(RequestId::unknown),
-            peer: connection.labels.id.clone(),
-            method: request.method().as_str().to_owned(),
-            path: None,
-            route: None,
-            rule: None,
-            reason: String::new(),
-            status: 0,
-            protocol: protocol(request.version()),
-            trace_id: span
-                .as_ref()
-                .filter(|cx| cx.span().span_context().is_valid())
-                .map(|cx| cx.span().span_context().trace_id().to_string()),
+        let judgement = Judgement::new(self.clone(), logging || recording);
+        let line = logging.then(|| {
+            Box::new(Line {
+                at: SystemTime::now(),
+                id,
+                peer: self.peer_id.clone(),
+                method: request.method().as_str().to_owned(),
+                path: None,
+                route: None,
+                rule: None,
+                reason: String::new(),
+                status: 0,
+                responded: Duration::ZERO,
+                protocol: protocol(request.version()),
+                trace_id: span
+                    .as_ref()
+                    .filter(|cx| cx.span().span_context().is_valid())
+                    .map(|cx| cx.span().span_context().trace_id().to_string()),
+            })
         });
-        let pending = Pending {
-            labels: RequestLabels {
-                direction: Direction::Inbound,
-                method,
-                route: parts.metrics.empty(),
-                status_class: StatusClass::ServerError,
-                decision: DecisionLabel::Invalid,
-                peer_namespace: connection.labels.namespace.clone(),
-                peer_sa: connection.labels.service_account.clone(),
-            },
-            parts,
+        Pending {
+            method,
             started,
             judgement,
             span,
             described: recording.then(|| (request.method().clone(), request.version())),
             line,
-            peer_id: connection.labels.id.clone(),
-        };
-
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = match future.await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            };
-            let finish = pending.responded(response.status());
-            Ok(response.map(|inner| {
-                ObservedBody {
-                    inner,
-                    bytes: 0,
-                    finish: Some(finish),
-                }
-                .boxed()
-            }))
-        })
+        }
     }
 }
 
@@ -272,9 +266,9 @@ impl std::fmt::Debug for Judgement {
 }
 
 impl Judgement {
-    fn new(parts: Arc<Parts>, detail: bool) -> Self {
+    fn new(connection: Arc<Connection>, detail: bool) -> Self {
         Judgement(Arc::new(Slot {
-            parts,
+            connection,
             detail,
             verdict: Mutex::new(None),
             bytes_in: AtomicU64::new(0),
@@ -306,7 +300,7 @@ impl Judgement {
         };
         let route = decision
             .route()
-            .map(|route| slot.parts.metrics.route(Some(route)));
+            .map(|route| slot.connection.series.route(Some(route)));
         let (path, detail) = if slot.detail {
             (
                 Some(path.clone()),
@@ -359,35 +353,48 @@ impl Judgement {
 // === impl Pending ===
 
 impl Pending {
-    /// Completes the labels, the span and the line with the verdict and the status.
+    /// Completes the labels, the span and the line with the verdict and the status, and
+    /// watches the response body: the request is recorded when it ends.
+    fn respond(self, response: Response<ResponseBody>) -> Response<ResponseBody> {
+        let finish = self.responded(response.status());
+        response.map(|inner| {
+            ObservedBody {
+                inner,
+                bytes: 0,
+                finish: Some(finish),
+            }
+            .boxed()
+        })
+    }
+
     fn responded(self, status: http::StatusCode) -> Finish {
         let Pending {
-            parts,
-            mut labels,
+            method,
             started,
             judgement,
             span,
             described,
             mut line,
-            peer_id,
         } = self;
         let verdict = judgement.take();
         if let (Some(cx), Some((method, version))) = (&span, &described) {
-            describe_span(cx, method, *version, &verdict, &peer_id);
+            describe_span(
+                cx,
+                method,
+                *version,
+                &verdict,
+                &judgement.0.connection.peer_id,
+            );
         }
-        labels.status_class = StatusClass::of(status);
-        labels.decision = verdict.decision;
         if let Some(line) = &mut line {
             line.status = status.as_u16();
+            line.responded = started.elapsed();
             line.route = verdict.route.clone();
             line.path = verdict.path;
             if let Some((rule, reason)) = verdict.detail {
                 line.rule = rule;
                 line.reason = reason;
             }
-        }
-        if let Some(route) = verdict.route {
-            labels.route = route;
         }
         if let Some(cx) = &span {
             let span = cx.span();
@@ -400,10 +407,13 @@ impl Pending {
             }
         }
         Finish {
-            parts,
-            labels,
+            class: RequestClass {
+                method,
+                status_class: StatusClass::of(status),
+                decision: verdict.decision,
+            },
+            route: verdict.route,
             started,
-            responded: started.elapsed(),
             span,
             line,
             judgement,
@@ -475,32 +485,36 @@ fn protocol(version: Version) -> &'static str {
 impl Finish {
     fn record(self, bytes_out: u64) {
         let duration = self.started.elapsed();
-        let parts = &*self.parts;
-        parts.metrics.request(&self.labels, duration);
+        let connection = &*self.judgement.0.connection;
+        connection
+            .series
+            .request(self.class, self.route.as_ref(), duration);
+        let parts = &*connection.parts;
         if let Some(cx) = &self.span {
             cx.span().end();
         }
         let (Some(line), Some(log)) = (self.line, &parts.access_log) else {
             return;
         };
-        let always = self.labels.decision != DecisionLabel::Allow || line.status >= 400;
+        let decision = self.class.decision;
+        let always = decision != DecisionLabel::Allow || line.status >= 400;
         if !log.sampled(always) {
             return;
         }
         log.send(AccessRecord {
             timestamp: timestamp(line.at),
             request_id: line.id.as_str().to_owned(),
-            direction: self.labels.direction.as_str(),
+            direction: Direction::Inbound.as_str(),
             peer_id: line.peer.to_string(),
             method: line.method,
             path: line.path.map(|p| p.as_str().to_owned()),
             route: line.route.map(|r| r.to_string()),
-            decision: self.labels.decision.as_str(),
+            decision: decision.as_str(),
             rule: line.rule,
             reason: line.reason,
             status: line.status,
             protocol: line.protocol,
-            response_ms: millis(self.responded),
+            response_ms: millis(line.responded),
             duration_ms: millis(duration),
             bytes_in: Some(self.judgement.bytes_in()),
             bytes_out,
