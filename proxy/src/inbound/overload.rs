@@ -3,9 +3,10 @@
 //!
 //! Takes each request as it arrives; passes on a [`Permit`], which the response body holds
 //! until it ends, or [`Overloaded`], which the client gets at once as 503
-//! `service_unavailable` (from [`respond`](super::respond)). Nothing waits for a place: a
-//! flood costs a bounded amount of memory and app connections, and the client can retry
-//! elsewhere.
+//! `service_unavailable` (from [`respond`](super::respond)) and telemetry records as a
+//! request with no decision (`invalid`, its `Display` the reason). Nothing waits for a
+//! place: a flood costs a bounded amount of memory and app connections, and the client can
+//! retry elsewhere.
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ pub(crate) struct Permit {
 
 /// The listener already had its most requests in flight.
 #[derive(Debug, thiserror::Error)]
-#[error("{max} requests in flight, the most this listener takes")]
+#[error("overloaded: {max} requests in flight, the most this listener takes")]
 pub(crate) struct Overloaded {
     max: usize,
 }
@@ -65,7 +66,7 @@ mod tests {
         let refused = limit.try_admit().unwrap_err();
         assert_eq!(
             refused.to_string(),
-            "2 requests in flight, the most this listener takes"
+            "overloaded: 2 requests in flight, the most this listener takes"
         );
         drop(first);
         assert!(limit.try_admit().is_ok());

@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioIo;
@@ -38,6 +38,7 @@ use crate::error_chain::ErrorChain;
 use crate::listen::{Accepted, AppListener, Listener, OrigDst, Shutdown, serve_connections};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::DetectOutcome;
+use crate::telemetry::observe::ObserveLayer;
 use crate::tls::HandshakeFailure;
 
 /// A connection whose peer is known: after a TLS handshake, or plaintext in permissive mode.
@@ -324,17 +325,18 @@ async fn serve_http(
     } = handshaken.unbox();
     let tunnel = TunnelSlot::default();
     let mut tunnel_shutdown = shutdown.clone();
-    let stack = stack::build(shared, peer, dst, tunnel.clone());
+    // One observer per connection: the stack's, and the one that records overload refusals.
+    let observe = ObserveLayer::new(&shared.telemetry, &peer);
+    let stack = stack::build(shared, peer, dst, tunnel.clone(), observe.clone());
     let activity = Activity::new();
     let service = hyper::service::service_fn({
         let activity = activity.clone();
         let shared = shared.clone();
-        move |request: Request<Incoming>| {
+        move |mut request: Request<Incoming>| {
             let in_flight = activity.begin();
-            let admitted = shared
-                .requests
-                .try_admit()
-                .map_err(|overloaded| refuse_overloaded(&shared, request.version(), &overloaded));
+            let admitted = shared.requests.try_admit().map_err(|overloaded| {
+                refuse_overloaded(&shared, &observe, &mut request, &overloaded)
+            });
             let stack = stack.clone();
             // Boxed: hyper keeps room for this future in every connection, idle or not.
             Box::pin(async move {
@@ -379,16 +381,19 @@ async fn serve_http(
     served
 }
 
-/// The answer to a request past the listener's cap: 503 at once, counted and logged.
+/// The answer to a request past the listener's cap: 503 at once, counted and logged, and
+/// recorded by telemetry (metrics, access log, span) like a request the stack answered.
 fn refuse_overloaded(
     shared: &Shared,
-    version: Version,
+    observe: &ObserveLayer,
+    request: &mut Request<Incoming>,
     overloaded: &Overloaded,
 ) -> Response<ResponseBody> {
     Stats::incr(&shared.stats.requests_overloaded);
     let id = shared.ids.next();
     tracing::debug!(request.id = %id, error = %overloaded, "request refused: overloaded");
-    respond::reject(Rejection::Unavailable, &id, version)
+    let response = respond::reject(Rejection::Unavailable, &id, request.version());
+    observe.refused(request, id, overloaded, response)
 }
 
 /// Runs an HTTP connection until it ends, or until shutdown or `idle` without a request in

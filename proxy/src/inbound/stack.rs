@@ -27,15 +27,21 @@ use crate::telemetry::observe::{Observe, ObserveLayer};
 /// The per-connection service.
 pub(crate) type Stack = SetRequestId<Observe<Framing<Authorize<Headers<Forward>>>>>;
 
-/// Builds the stack for one connection from `peer` to `dst`; an upgraded request leaves its
-/// tunnel in `tunnel`.
-pub(crate) fn build(shared: &Shared, peer: Peer, dst: OrigDst, tunnel: TunnelSlot) -> Stack {
+/// Builds the stack for one connection from `peer` to `dst`, watched by `observe` (built
+/// for the same peer); an upgraded request leaves its tunnel in `tunnel`.
+pub(crate) fn build(
+    shared: &Shared,
+    peer: Peer,
+    dst: OrigDst,
+    tunnel: TunnelSlot,
+    observe: ObserveLayer,
+) -> Stack {
     let config = &shared.config;
     let h2c = config.app.speaks_h2c(dst.0.port());
     let headers = HeadersLayer::new(&config.own_id, &peer);
     ServiceBuilder::new()
         .layer(RequestIdLayer::new(shared.ids.clone()))
-        .layer(ObserveLayer::new(&shared.telemetry, &peer))
+        .layer(observe)
         .layer(FramingLayer::new(shared.stats.clone()))
         .layer(AuthorizeLayer::new(
             config.policy.clone(),

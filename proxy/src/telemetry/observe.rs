@@ -155,6 +155,25 @@ impl ObserveLayer {
             series,
         })))
     }
+
+    /// Records a request answered before the stack, because the listener was overloaded
+    /// (`why`): as any request — metrics, span, access-log line — labelled `invalid` (no
+    /// decision was made) with `why` as the reason. Returns `response` with its body
+    /// watched, so the request is recorded when the body ends.
+    pub(crate) fn refused(
+        &self,
+        request: &mut Request<Incoming>,
+        id: RequestId,
+        why: &dyn Display,
+        response: Response<ResponseBody>,
+    ) -> Response<ResponseBody> {
+        let Some(connection) = &self.0 else {
+            return response;
+        };
+        let pending = connection.begin(request, id);
+        pending.judgement.refused(false, why);
+        pending.respond(response)
+    }
 }
 
 impl<S> tower::Layer<S> for ObserveLayer {
