@@ -9,6 +9,7 @@
 //! after the current response; h2: GOAWAY), waits up to the drain timeout, then drops what
 //! is left.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -329,19 +330,29 @@ async fn serve_http(
     let observe = ObserveLayer::new(&shared.telemetry, &peer);
     let stack = stack::build(shared, peer, dst, tunnel.clone(), observe.clone());
     let activity = Activity::new();
+    // hyper calls the service through `&self`; the stack's `call` takes `&mut self` and
+    // returns at once, so a `RefCell` lends it out without cloning the stack per request.
+    let stack = RefCell::new(stack);
     let service = hyper::service::service_fn({
         let activity = activity.clone();
         let shared = shared.clone();
         move |mut request: Request<Incoming>| {
             let in_flight = activity.begin();
-            let admitted = shared.requests.try_admit().map_err(|overloaded| {
-                refuse_overloaded(&shared, &observe, &mut request, &overloaded)
-            });
-            let stack = stack.clone();
+            // The stack runs up to its first wait (normalize, decide, the app request's
+            // start) here; the future only waits for the response.
+            let admitted = match shared.requests.try_admit() {
+                Ok(permit) => Ok((stack::call(&mut stack.borrow_mut(), request), permit)),
+                Err(overloaded) => Err(refuse_overloaded(
+                    &shared,
+                    &observe,
+                    &mut request,
+                    &overloaded,
+                )),
+            };
             // Boxed: hyper keeps room for this future in every connection, idle or not.
             Box::pin(async move {
                 let (response, permit) = match admitted {
-                    Ok(permit) => (stack::call(stack, request).await?, Some(permit)),
+                    Ok((response, permit)) => (response.await?, Some(permit)),
                     Err(refusal) => (refusal, None),
                 };
                 Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight, permit)))

@@ -7,12 +7,12 @@
 //! request. Every layer answers with [`Infallible`] errors: failures are already responses,
 //! written by [`respond`](super::respond).
 
-use std::convert::Infallible;
+use std::task::{Context, Poll, Waker};
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use palisade_config::Peer;
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
 use super::authorize::{Authorize, AuthorizeLayer};
 use super::forward::Forward;
@@ -20,7 +20,7 @@ use super::framing::{Framing, FramingLayer};
 use super::headers::{Headers, HeadersLayer};
 use super::request_id::{RequestIdLayer, SetRequestId};
 use super::tunnel::TunnelSlot;
-use super::{ResponseBody, Shared};
+use super::{ResponseFuture, Shared};
 use crate::listen::OrigDst;
 use crate::telemetry::observe::{Observe, ObserveLayer};
 
@@ -59,10 +59,16 @@ pub(crate) fn build(
         ))
 }
 
-/// Calls `stack` for one request, as hyper wants it.
-pub(crate) async fn call(
-    stack: Stack,
-    request: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    tower::ServiceExt::oneshot(stack, request).await
+/// Calls `stack` for one request and returns the stack's own boxed future.
+///
+/// Every layer is always ready (none waits for capacity: the overload cap is checked before
+/// the stack), so the request goes straight to `call`, without a `Oneshot` future around a
+/// copy of the stack and the request. A layer that ever did wait would still be honoured:
+/// the request would then wait for it in a `Oneshot`.
+pub(crate) fn call(stack: &mut Stack, request: Request<Incoming>) -> ResponseFuture {
+    match stack.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => stack.call(request),
+        Poll::Ready(Err(never)) => match never {},
+        Poll::Pending => Box::pin(tower::ServiceExt::oneshot(stack.clone(), request)),
+    }
 }
