@@ -22,14 +22,16 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use palisade_config::RequestTarget;
+use palisade_config::{Peer, RequestTarget};
 
 use super::authorize::{Authorized, PeerDisplay};
 use super::body::{BodyError, ProgressBody};
 use super::headers::{X_REQUEST_ID, strip_hop_by_hop};
+use super::request_id::RequestId;
 use super::respond::reject;
 use super::stats::Stats;
 use super::tunnel::TunnelSlot;
@@ -180,15 +182,37 @@ impl tower::Service<Authorized> for Forward {
     }
 
     fn call(&mut self, authorized: Authorized) -> ResponseFuture {
-        let upstream = self.0.clone();
-        Box::pin(async move { Ok(upstream.forward(authorized).await) })
+        // The upstream request is built here, before the future: the future then holds only
+        // what waiting for the app needs, which keeps its allocation small.
+        match self.0.prepare(authorized) {
+            Ok(exchange) => {
+                let upstream = self.0.clone();
+                Box::pin(async move { Ok(upstream.exchange(exchange).await) })
+            }
+            Err(answered) => Box::pin(std::future::ready(Ok(*answered))),
+        }
     }
+}
+
+/// A request ready for the app, and what answering its client needs.
+struct Exchange {
+    /// The request as the app receives it.
+    upstream: Request<ProgressBody>,
+    /// The client's side of an upgrade the route allows, if it asked for one.
+    downstream_upgrade: Option<OnUpgrade>,
+    /// The client's HTTP version, for an error response.
+    version: Version,
+    peer: Arc<Peer>,
+    id: RequestId,
 }
 
 // === impl Upstream ===
 
 impl Upstream {
-    async fn forward(&self, authorized: Authorized) -> Response<ResponseBody> {
+    /// Turns an authorized request into the app's request: the normalized path (the only
+    /// path the app ever sees), the app's HTTP version and `Host`, no client-side
+    /// extensions. A target that cannot form a URI is answered here (the rare case, boxed).
+    fn prepare(&self, authorized: Authorized) -> Result<Exchange, Box<Response<ResponseBody>>> {
         let Authorized {
             target,
             upgrade,
@@ -228,10 +252,28 @@ impl Upstream {
             Err(error) => {
                 let error = ForwardError::InvalidTarget(error);
                 tracing::info!(request.id = %id, error = %ErrorChain(&error), "request rejected");
-                return reject(&error, &id, version);
+                return Err(Box::new(reject(&error, &id, version)));
             }
         };
+        Ok(Exchange {
+            upstream,
+            downstream_upgrade,
+            version,
+            peer,
+            id,
+        })
+    }
 
+    /// Sends the request to the app and turns its response (or the failure) into the
+    /// client's response.
+    async fn exchange(&self, exchange: Exchange) -> Response<ResponseBody> {
+        let Exchange {
+            upstream,
+            downstream_upgrade,
+            version,
+            peer,
+            id,
+        } = exchange;
         let sent = tokio::time::timeout(self.response_timeout, self.send(upstream)).await;
         let result = match sent {
             Err(_) => Err(ForwardError::ResponseTimeout(self.response_timeout)),
@@ -294,20 +336,31 @@ impl Upstream {
 async fn send_http1(
     pool: &Http1Pool,
     addr: SocketAddr,
-    mut request: Request<ProgressBody>,
+    request: Request<ProgressBody>,
 ) -> Result<(Response<Incoming>, pool::Lease), ForwardError> {
     let mut lease = pool.checkout(addr).await?;
-    loop {
-        match lease.sender().try_send_request(request).await {
-            Ok(response) => return Ok((response, lease)),
-            Err(mut error) => match error.take_message() {
-                Some(unsent) if lease.reused() => {
-                    request = unsent;
-                    lease = Box::pin(pool.connect(addr)).await?;
-                }
-                _ => return Err(classify_sent(error.into_error())),
-            },
-        }
+    let mut error = match lease.sender().try_send_request(request).await {
+        Ok(response) => return Ok((response, lease)),
+        Err(error) => error,
+    };
+    match error.take_message() {
+        // Boxed: the rare second try would otherwise double the room every request's
+        // future keeps for a request.
+        Some(unsent) if lease.reused() => Box::pin(resend_http1(pool, addr, unsent)).await,
+        _ => Err(classify_sent(error.into_error())),
+    }
+}
+
+/// The second and last try of [`send_http1`], on a new connection.
+async fn resend_http1(
+    pool: &Http1Pool,
+    addr: SocketAddr,
+    request: Request<ProgressBody>,
+) -> Result<(Response<Incoming>, pool::Lease), ForwardError> {
+    let mut lease = pool.connect(addr).await?;
+    match lease.sender().try_send_request(request).await {
+        Ok(response) => Ok((response, lease)),
+        Err(error) => Err(classify_sent(error.into_error())),
     }
 }
 
