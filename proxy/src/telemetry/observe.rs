@@ -7,16 +7,19 @@
 //! [`framing`](crate::inbound::framing) with why it refused) — the route template, the
 //! decision, the rule and the reason, for labels only: the request is normalized and
 //! decided once, by authorize. Passes the request on unchanged otherwise. When the response
-//! body ends (or is dropped) it records the request once: the metrics, the span's end and,
-//! if sampled, the access-log line.
+//! body ends (or is dropped) it records the request once: the metrics (through the
+//! connection's [`PeerSeries`]), the span's end and, if sampled, the access-log line. A
+//! request the listener refuses before the stack (overload) is recorded the same way, from
+//! [`ObserveLayer::refused`].
 
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt::Display;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -46,6 +49,13 @@ pub(crate) struct ObserveLayer(Option<Arc<Connection>>);
 pub(crate) struct Observe<S> {
     inner: S,
     connection: Option<Arc<Connection>>,
+}
+
+/// The future of [`Observe`]: the inner one, and what is known about the request (`None`
+/// when telemetry is off). Not boxed again: the stack's future already is.
+pub(crate) struct ObserveFuture {
+    inner: ResponseFuture,
+    pending: Option<Pending>,
 }
 
 /// Where the step that settles a request leaves what it concluded, for observe's labels.
@@ -170,7 +180,7 @@ impl ObserveLayer {
         let Some(connection) = &self.0 else {
             return response;
         };
-        let pending = connection.begin(request, id);
+        let pending = connection.begin(request, Some(id));
         pending.judgement.refused(false, why);
         pending.respond(response)
     }
@@ -200,40 +210,52 @@ where
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = ResponseFuture;
+    type Future = ObserveFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<Incoming>) -> ResponseFuture {
+    fn call(&mut self, mut request: Request<Incoming>) -> ObserveFuture {
         let Some(connection) = &self.connection else {
-            return self.inner.call(request);
-        };
-        let id = request
-            .extensions()
-            .get::<RequestId>()
-            .cloned()
-            .unwrap_or_else(RequestId::unknown);
-        let pending = connection.begin(&mut request, id);
-        request.extensions_mut().insert(pending.judgement.clone());
-
-        let future = self.inner.call(request);
-        Box::pin(async move {
-            let response = match future.await {
-                Ok(response) => response,
-                Err(never) => match never {},
+            return ObserveFuture {
+                inner: self.inner.call(request),
+                pending: None,
             };
-            Ok(pending.respond(response))
-        })
+        };
+        let pending = connection.begin(&mut request, None);
+        request.extensions_mut().insert(pending.judgement.clone());
+        ObserveFuture {
+            inner: self.inner.call(request),
+            pending: Some(pending),
+        }
+    }
+}
+
+// === impl ObserveFuture ===
+
+impl Future for ObserveFuture {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let response = match ready!(this.inner.as_mut().poll(cx)) {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        Poll::Ready(Ok(match this.pending.take() {
+            Some(pending) => pending.respond(response),
+            None => response,
+        }))
     }
 }
 
 // === impl Connection ===
 
 impl Connection {
-    /// Starts watching `request` (its span starts here and its `traceparent` is set).
-    fn begin(self: &Arc<Self>, request: &mut Request<Incoming>, id: RequestId) -> Pending {
+    /// Starts watching `request` (its span starts here and its `traceparent` is set); its ID
+    /// is `id`, else the one the stack's first layer set.
+    fn begin(self: &Arc<Self>, request: &mut Request<Incoming>, id: Option<RequestId>) -> Pending {
         let parts = &self.parts;
         let started = Instant::now();
         let method = MethodLabel::of(request.method());
@@ -247,7 +269,13 @@ impl Connection {
         let line = logging.then(|| {
             Box::new(Line {
                 at: SystemTime::now(),
-                id,
+                id: id.unwrap_or_else(|| {
+                    request
+                        .extensions()
+                        .get::<RequestId>()
+                        .cloned()
+                        .unwrap_or_else(RequestId::unknown)
+                }),
                 peer: self.peer_id.clone(),
                 method: request.method().as_str().to_owned(),
                 path: None,
