@@ -694,6 +694,9 @@ impl Resolved {
     /// Keeps `series`, replacing the oldest one when full.
     fn keep(&mut self, series: Series) {
         if self.series.len() < SERIES_PER_CONNECTION {
+            // Grown one at a time (only on a miss): most connections see one or two series,
+            // and every connection carries this.
+            self.series.reserve_exact(1);
             self.series.push(series);
         } else if let Some(slot) = self.series.get_mut(self.oldest) {
             *slot = series;
