@@ -441,7 +441,9 @@ impl Metrics {
         }
     }
 
-    /// Counts one finished request and its duration.
+    /// Counts one finished request and its duration, looking both series up by their labels.
+    /// A connection's requests go through its [`PeerSeries`] instead, which keeps the
+    /// handles of the series it used last.
     pub fn request(&self, labels: &RequestLabels, duration: Duration) {
         let inner = &*self.inner;
         inner.requests.get_or_create(labels).inc();
