@@ -7,9 +7,11 @@
 //! request. Every layer answers with [`Infallible`] errors: failures are already responses,
 //! written by [`respond`](super::respond).
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use http::Request;
+use http::{Request, Response};
 use hyper::body::Incoming;
 use palisade_config::Peer;
 use tower::{Service, ServiceBuilder};
@@ -20,9 +22,9 @@ use super::framing::{Framing, FramingLayer};
 use super::headers::{Headers, HeadersLayer};
 use super::request_id::{RequestIdLayer, SetRequestId};
 use super::tunnel::TunnelSlot;
-use super::{ResponseFuture, Shared};
+use super::{ResponseBody, ResponseFuture, Shared};
 use crate::listen::OrigDst;
-use crate::telemetry::observe::{Observe, ObserveLayer};
+use crate::telemetry::observe::{Observe, ObserveFuture, ObserveLayer};
 
 /// The per-connection service.
 pub(crate) type Stack = SetRequestId<Observe<Framing<Authorize<Headers<Forward>>>>>;
@@ -65,10 +67,32 @@ pub(crate) fn build(
 /// the stack), so the request goes straight to `call`, without a `Oneshot` future around a
 /// copy of the stack and the request. A layer that ever did wait would still be honoured:
 /// the request would then wait for it in a `Oneshot`.
-pub(crate) fn call(stack: &mut Stack, request: Request<Incoming>) -> ResponseFuture {
+pub(crate) fn call(stack: &mut Stack, request: Request<Incoming>) -> StackFuture {
     match stack.poll_ready(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(())) => stack.call(request),
+        Poll::Ready(Ok(())) => StackFuture::Called(stack.call(request)),
         Poll::Ready(Err(never)) => match never {},
-        Poll::Pending => Box::pin(tower::ServiceExt::oneshot(stack.clone(), request)),
+        Poll::Pending => {
+            StackFuture::Waiting(Box::pin(tower::ServiceExt::oneshot(stack.clone(), request)))
+        }
+    }
+}
+
+/// The response of one request: the stack's own future, or (never with today's layers) the
+/// stack waiting to be ready before it is called.
+pub(crate) enum StackFuture {
+    /// The stack was ready and called.
+    Called(ObserveFuture),
+    /// The stack was not ready: it is called once it is.
+    Waiting(ResponseFuture),
+}
+
+impl Future for StackFuture {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            StackFuture::Called(future) => Pin::new(future).poll(cx),
+            StackFuture::Waiting(future) => future.as_mut().poll(cx),
+        }
     }
 }
