@@ -197,7 +197,9 @@ impl tower::Service<Authorized> for Forward {
 /// A request ready for the app, and what answering its client needs.
 struct Exchange {
     /// The request as the app receives it.
-    upstream: Request<ProgressBody>,
+    /// Boxed: it is handed down through three futures, each of which would otherwise keep
+    /// its own room for it.
+    upstream: Box<Request<ProgressBody>>,
     /// The client's side of an upgrade the route allows, if it asked for one.
     downstream_upgrade: Option<OnUpgrade>,
     /// The client's HTTP version, for an error response.
@@ -256,7 +258,7 @@ impl Upstream {
             }
         };
         Ok(Exchange {
-            upstream,
+            upstream: Box::new(upstream),
             downstream_upgrade,
             version,
             peer,
@@ -314,7 +316,7 @@ impl Upstream {
     /// connection, to go back to the pool with the body.
     async fn send(
         &self,
-        request: Request<ProgressBody>,
+        request: Box<Request<ProgressBody>>,
     ) -> Result<(Response<Incoming>, Option<pool::Lease>), ForwardError> {
         match &self.route {
             Route::Http1 { pool, addr, .. } => {
@@ -323,7 +325,7 @@ impl Upstream {
             }
             // Boxed: hyper-util's request future is ~3.4 KiB, and without the box every
             // HTTP/1.1 request's future would be that large too.
-            Route::H2c { client, .. } => match Box::pin(client.request(request)).await {
+            Route::H2c { client, .. } => match Box::pin(client.request(*request)).await {
                 Ok(response) => Ok((response, None)),
                 Err(error) => Err(classify_pooled(error)),
             },
@@ -336,19 +338,21 @@ impl Upstream {
 async fn send_http1(
     pool: &Http1Pool,
     addr: SocketAddr,
-    request: Request<ProgressBody>,
+    request: Box<Request<ProgressBody>>,
 ) -> Result<(Response<Incoming>, pool::Lease), ForwardError> {
     let mut lease = pool.checkout(addr).await?;
-    let mut error = match lease.sender().try_send_request(request).await {
+    let mut error = match lease.sender().try_send_request(*request).await {
         Ok(response) => return Ok((response, lease)),
         Err(error) => error,
     };
-    match error.take_message() {
-        // Boxed: the rare second try would otherwise double the room every request's
-        // future keeps for a request.
-        Some(unsent) if lease.reused() => Box::pin(resend_http1(pool, addr, unsent)).await,
-        _ => Err(classify_sent(error.into_error())),
-    }
+    // Boxed, and nothing else kept across its wait: the rare second try would otherwise
+    // add its room to every request's future.
+    let resend = match error.take_message() {
+        Some(unsent) if lease.reused() => Box::pin(resend_http1(pool, addr, unsent)),
+        _ => return Err(classify_sent(error.into_error())),
+    };
+    drop((error, lease));
+    resend.await
 }
 
 /// The second and last try of [`send_http1`], on a new connection.
