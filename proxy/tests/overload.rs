@@ -7,10 +7,9 @@
 mod support;
 
 use std::convert::Infallible;
-use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,7 +22,6 @@ use palisade_proxy::inbound::{Inbound, Stats};
 use palisade_proxy::pki::SvidOptions;
 use palisade_proxy::telemetry::{AccessLogConfig, Telemetry, TelemetryConfig};
 use palisade_proxy::tls::{Identity, TrustDomains, server_config};
-use serde_json::Value;
 use support::*;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -104,34 +102,6 @@ impl GatedApp {
 impl Drop for GatedApp {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// A writer tests can read back: what the access log wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        self.text()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
     }
 }
 
