@@ -10,8 +10,8 @@
 //! shared strings (`Arc<str>`, interned per route template and per peer connection), so a
 //! request allocates no label text. Each inbound connection keeps the handles of the few
 //! request series it recorded last ([`PeerSeries`]): a request that repeats one finds them by
-//! comparing a few bytes and a pointer, without hashing its labels or locking a family. The reload status and the certificate expiry are read
-//! only when a scrape renders them. Labels have bounded cardinality: route *templates*
+//! comparing a few bytes and a pointer, without hashing its labels or locking a family. The
+//! reload status and the certificate expiry are read only when a scrape renders them. Labels have bounded cardinality: route *templates*
 //! (never raw paths), a fixed set of methods and status classes.
 
 use std::collections::HashMap;
