@@ -327,8 +327,10 @@ async fn a_silent_outbound_connection_is_closed_after_the_idle_timeout() {
     let mut chatty = TcpStream::connect(running.local_addr())
         .await
         .expect("connect");
-    echo(&mut silent, b"once").await;
+    // From before the echo: the proxy's idle clock starts at its last byte of that exchange,
+    // which is before the echo's reply reaches this side.
     let silent_since = Instant::now();
+    echo(&mut silent, b"once").await;
     // The chatty connection keeps talking for longer than the idle timeout, more often.
     let keep_talking = tokio::spawn(async move {
         for _ in 0..8 {
