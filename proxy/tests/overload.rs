@@ -105,6 +105,17 @@ impl Drop for GatedApp {
     }
 }
 
+/// Sends `GET /api/v1/items` through the proxy at `addr` and returns once `app` holds it:
+/// the one request in flight.
+async fn hold_one(addr: SocketAddr, via: &Via, app: &GatedApp) -> JoinHandle<Reply> {
+    let first = tokio::spawn({
+        let via = via.clone();
+        async move { send(addr, &via, get("/api/v1/items")).await }
+    });
+    app.wait_for(1).await;
+    first
+}
+
 /// The inbound side (enforce mode) in front of `app` with a cap of one request in flight,
 /// recording into `telemetry`.
 async fn start_observed(pki: &Pki, app: SocketAddr, telemetry: Telemetry) -> Proxy {
@@ -144,12 +155,7 @@ async fn requests_past_the_cap_get_503_at_once_and_the_cap_frees_up() {
     let h2 = Via::Tls(pki.client(FRONTEND, H2));
 
     // The app holds the first request: it is the one request in flight.
-    let first = tokio::spawn({
-        let h1 = h1.clone();
-        let addr = proxy.addr;
-        async move { send(addr, &h1, get("/api/v1/items")).await }
-    });
-    app.wait_for(1).await;
+    let first = hold_one(proxy.addr, &h1, &app).await;
 
     // Past the cap, over either protocol: 503 JSON with a request ID, answered at once
     // (the first request is still held), and never sent to the app.
@@ -197,12 +203,7 @@ async fn refusals_are_counted_and_logged_like_any_request() {
     let h1 = Via::Tls(pki.client(FRONTEND, H1));
     let h2 = Via::Tls(pki.client(FRONTEND, H2));
 
-    let first = tokio::spawn({
-        let h1 = h1.clone();
-        let addr = proxy.addr;
-        async move { send(addr, &h1, get("/api/v1/items")).await }
-    });
-    app.wait_for(1).await;
+    let first = hold_one(proxy.addr, &h1, &app).await;
     let refused_h1 = send(
         proxy.addr,
         &h1,
