@@ -319,6 +319,22 @@ fn check_absolute(scheme: &str, authority: &str) -> Result<(), NormalizeError> {
 
 /// A byte a host or port may contain: unreserved, sub-delims, `:` and the IPv6 brackets.
 fn is_authority_byte(b: u8) -> bool {
+    AUTHORITY_BYTES[usize::from(b)]
+}
+
+/// [`is_authority_byte`] as a table: one load per byte of every h2 `:authority`.
+const AUTHORITY_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = in_authority(b as u8);
+        b += 1;
+    }
+    table
+};
+
+/// The definition behind [`AUTHORITY_BYTES`].
+const fn in_authority(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
