@@ -21,10 +21,10 @@
 # http/1.1, the allowlist as ACLs, keep-alive to the app, one thread).
 #
 # Same job as the peer harness (../shared/bench): strict mTLS, the allowlist policy, an nginx
-# app answering 200; its own ports (APP_PORT 28080, PROXY_PORT 28445) so it never clashes with a running
-# harness. Needs nginx, oha, valgrind (instructions), strace (syscalls), perf (PERF_OUT), taskset,
-# python3 (and haproxy to measure it). Stops exactly the
-# processes it starts.
+# app answering 200; its own ports (APP_PORT 28080, PROXY_PORT 28445) so it never clashes
+# with a running harness. RATE=1000 makes the h1 load a fixed rate (latency-corrected). Needs
+# nginx, oha, valgrind (instructions), strace (syscalls), perf (PERF_OUT), taskset, python3
+# (and haproxy to measure it). Stops exactly the processes it starts.
 set -euo pipefail
 APP_PORT="${APP_PORT:-28080}"; PROXY_PORT="${PROXY_PORT:-28445}"
 MODE="$1"; BIN="$2"; SCENARIO="${3:-h1}"; N="${4:-3000}"

@@ -76,9 +76,10 @@ pub struct RequestTarget {
 ///
 /// # Security
 ///
-/// Only [`normalize`] (through [`normalize_absolute`] too) builds a `NormalizedPath`. The proxy authorizes a `NormalizedPath` and
-/// forwards that same value, so the application receives exactly the path that was
-/// authorized, whatever its own path handling would have done with the original target.
+/// Only [`normalize`] (through [`normalize_absolute`] too) builds a `NormalizedPath`. The
+/// proxy authorizes a `NormalizedPath` and forwards that same value, so the application
+/// receives exactly the path that was authorized, whatever its own path handling would have
+/// done with the original target.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NormalizedPath(String);
 

@@ -196,15 +196,16 @@ impl tower::Service<Authorized> for Forward {
 
 /// A request ready for the app, and what answering its client needs.
 struct Exchange {
-    /// The request as the app receives it.
-    /// Boxed: it is handed down through three futures, each of which would otherwise keep
-    /// its own room for it.
+    /// The request as the app receives it. Boxed: it is handed down through three futures,
+    /// each of which would otherwise keep its own room for it.
     upstream: Box<Request<ProgressBody>>,
     /// The client's side of an upgrade the route allows, if it asked for one.
     downstream_upgrade: Option<OnUpgrade>,
     /// The client's HTTP version, for an error response.
     version: Version,
+    /// Who sent it, for a log line about a failure.
     peer: Arc<Peer>,
+    /// Its ID, for the response's `x-request-id` and the log.
     id: RequestId,
 }
 

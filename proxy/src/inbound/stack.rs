@@ -61,7 +61,7 @@ pub(crate) fn build(
         ))
 }
 
-/// Calls `stack` for one request and returns the stack's own boxed future.
+/// Calls `stack` for one request and returns the stack's own future.
 ///
 /// Every layer is always ready (none waits for capacity: the overload cap is checked before
 /// the stack), so the request goes straight to `call`, without a `Oneshot` future around a

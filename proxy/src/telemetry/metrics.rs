@@ -447,16 +447,9 @@ impl Metrics {
     pub fn request(&self, labels: &RequestLabels, duration: Duration) {
         let inner = &*self.inner;
         inner.requests.get_or_create(labels).inc();
-        let durations = DurationLabels {
-            direction: labels.direction,
-            method: labels.method,
-            route: labels.route.clone(),
-            status_class: labels.status_class,
-            decision: labels.decision,
-        };
         inner
             .durations
-            .get_or_create(&durations)
+            .get_or_create(&DurationLabels::of(labels))
             .observe(duration.as_secs_f64());
     }
 
@@ -619,6 +612,21 @@ impl Metrics {
     }
 }
 
+// === impl DurationLabels ===
+
+impl DurationLabels {
+    /// The duration series of a request's labels: the same without the peer.
+    fn of(labels: &RequestLabels) -> Self {
+        DurationLabels {
+            direction: labels.direction,
+            method: labels.method,
+            route: labels.route.clone(),
+            status_class: labels.status_class,
+            decision: labels.decision,
+        }
+    }
+}
+
 // === impl PeerSeries ===
 
 impl PeerSeries {
@@ -659,7 +667,7 @@ impl PeerSeries {
     /// The series' handles, from the families (created there if new).
     fn resolve(&self, class: RequestClass, route: &Arc<str>) -> Series {
         let inner = &*self.metrics.inner;
-        let requests = inner.requests.get_or_create_owned(&RequestLabels {
+        let labels = RequestLabels {
             direction: self.direction,
             method: class.method,
             route: route.clone(),
@@ -667,14 +675,11 @@ impl PeerSeries {
             decision: class.decision,
             peer_namespace: self.peer_namespace.clone(),
             peer_sa: self.peer_sa.clone(),
-        });
-        let duration = inner.durations.get_or_create_owned(&DurationLabels {
-            direction: self.direction,
-            method: class.method,
-            route: route.clone(),
-            status_class: class.status_class,
-            decision: class.decision,
-        });
+        };
+        let requests = inner.requests.get_or_create_owned(&labels);
+        let duration = inner
+            .durations
+            .get_or_create_owned(&DurationLabels::of(&labels));
         Series {
             class,
             route: route.clone(),
