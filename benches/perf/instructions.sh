@@ -22,7 +22,8 @@
 #
 # Same job as the peer harness (../shared/bench): strict mTLS, the allowlist policy, an nginx
 # app answering 200; its own ports (APP_PORT 28080, PROXY_PORT 28445) so it never clashes
-# with a running harness. RATE=1000 makes the h1 load a fixed rate (latency-corrected). Needs
+# with a running harness. RATE=1000 makes the h1 load a fixed rate (latency-corrected).
+# palisade runs with the image's GLIBC_TUNABLES (PALISADE_TUNABLES= runs it without). Needs
 # nginx, oha, valgrind (instructions), strace (syscalls), perf (PERF_OUT), taskset, python3
 # (and haproxy to measure it). Stops exactly the processes it starts.
 set -euo pipefail
@@ -33,6 +34,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 BENCH="${BENCH:-$HERE/../../../shared/bench}"
 WORK="$(mktemp -d /tmp/palisade-perf.XXXXXX)"
 PIDS=()
+SETENV=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 "$BENCH/gen-certs.sh" "$WORK/certs" >/dev/null 2>&1
@@ -68,13 +70,16 @@ if [ "$BIN" = haproxy ]; then
   source "$BENCH/targets/haproxy.sh"
   t_start
 else
+  # palisade runs with the glibc malloc setting its image sets (deploy/Containerfile);
+  # PALISADE_TUNABLES= measures it without.
+  SETENV=(env GLIBC_TUNABLES="${PALISADE_TUNABLES-glibc.malloc.tcache_count=64}")
   PROXY=("$BIN" proxy --workers 1 --inbound 127.0.0.1:${PROXY_PORT} --app 127.0.0.1:${APP_PORT}
     --cert "$C/server.crt" --key "$C/server.key" --trust-bundle "$C/ca.crt"
     --policy "$HERE/../peers/policy.yaml" --admin 127.0.0.1:0)
 fi
 case "$MODE" in
-  instructions) valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
-  cpu|syscalls) taskset -c 0 "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
+  instructions) "${SETENV[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
+  cpu|syscalls) "${SETENV[@]}" taskset -c 0 "${PROXY[@]}" >"$WORK/proxy.log" 2>&1 & ;;
   *) echo "mode: instructions | cpu | syscalls" >&2; exit 2 ;;
 esac
 P=$!; PIDS=("$P" "${PIDS[@]}")
