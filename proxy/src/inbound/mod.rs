@@ -39,6 +39,7 @@ pub mod serve;
 pub mod stack;
 pub mod stats;
 mod tunnel;
+mod wakers;
 
 pub use self::stats::Stats;
 

@@ -11,10 +11,11 @@
 
 use std::cell::RefCell;
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -33,6 +34,7 @@ use super::overload::Overloaded;
 use super::respond::{self, Rejection};
 use super::stats::Stats;
 use super::tunnel::TunnelSlot;
+use super::wakers::PartWakers;
 use super::{ResponseBody, Shared, stack};
 use crate::detect::{DetectError, Protocol, detect};
 use crate::error_chain::ErrorChain;
@@ -70,6 +72,11 @@ enum HttpVersion {
     /// Plaintext: HTTP/1.1, or h2 with prior knowledge (told apart by the preface).
     Either,
 }
+
+/// The part of [`drive`]'s wake-ups that is the shutdown signal.
+const DRAINING: u8 = 1;
+/// The part of [`drive`]'s wake-ups that is the idle timer.
+const IDLE: u8 = 2;
 
 /// Why a connection ended early. Only logged.
 #[derive(Debug, thiserror::Error)]
@@ -410,6 +417,10 @@ fn refuse_overloaded(
 /// Runs an HTTP connection until it ends, or until shutdown or `idle` without a request in
 /// flight asks it to `finish` (HTTP/1: close after the current response; h2: GOAWAY); then
 /// gives it until the drain time is up.
+///
+/// The connection is polled at every wake-up of the task; the drain and idle signals only
+/// when their own waker was woken ([`PartWakers`]): they rarely fire, and polling them at
+/// every request cost more than the check.
 async fn drive<C, E>(
     mut connection: Pin<Box<C>>,
     finish: fn(Pin<&mut C>),
@@ -422,11 +433,46 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let failed = |error: E| ConnectionError::Http(error.into());
-    tokio::select! {
-        result = connection.as_mut() => return result.map_err(failed),
-        () = shutdown.draining() => {}
-        () = activity.idle(idle) => {
-            tracing::debug!("closing idle connection");
+    {
+        let mut draining = pin!(shutdown.draining());
+        let mut idled = pin!(activity.idle(idle));
+        // Both start marked: their first poll registers their wakers.
+        let signals = PartWakers::new(DRAINING | IDLE);
+        let draining_waker = signals.waker(DRAINING);
+        let idle_waker = signals.waker(IDLE);
+        let ended = poll_fn(|cx| {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            loop {
+                let woken = signals.hold(cx);
+                if woken & DRAINING != 0
+                    && draining
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&draining_waker))
+                        .is_ready()
+                {
+                    signals.release();
+                    return Poll::Ready(None);
+                }
+                if woken & IDLE != 0
+                    && idled
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&idle_waker))
+                        .is_ready()
+                {
+                    signals.release();
+                    tracing::debug!("closing idle connection");
+                    return Poll::Ready(None);
+                }
+                if signals.release() == 0 {
+                    return Poll::Pending;
+                }
+            }
+        })
+        .await;
+        if let Some(result) = ended {
+            return result.map_err(failed);
         }
     }
     finish(connection.as_mut());
