@@ -38,6 +38,7 @@ pub mod respond;
 pub mod serve;
 pub mod stack;
 pub mod stats;
+mod streams;
 mod tunnel;
 mod wakers;
 
@@ -74,7 +75,9 @@ pub enum InboundError {
 
 /// The HTTP server settings of one listener, from its limits and timeouts, in the three
 /// forms a connection may need: HTTP/1.1 and h2 when ALPN has told the protocol, `auto`
-/// (either, told apart by the client's preface) for plaintext connections.
+/// (either, told apart by the client's preface) for plaintext connections. The h2 form is
+/// made per connection ([`Shared::http2`]): its executor runs that connection's streams
+/// ([`streams`]).
 ///
 /// A connection served by `auto` is sized for the state of both protocols, and its HTTP/1
 /// read buffer grows to 16 KiB (the preface bytes `auto` read first are handed back as a
@@ -83,7 +86,6 @@ pub enum InboundError {
 /// connection smaller.
 pub(crate) struct HttpServer {
     pub(crate) http1: http1::Builder,
-    pub(crate) http2: http2::Builder<TokioExecutor>,
     pub(crate) auto: auto::Builder<TokioExecutor>,
 }
 
@@ -209,11 +211,24 @@ impl HttpServer {
     fn new(config: &InboundConfig) -> Self {
         let mut http1 = http1::Builder::new();
         http1_settings!(http1, config);
-        let mut http2 = http2::Builder::new(TokioExecutor::new());
-        http2_settings!(http2, config);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         http1_settings!(auto.http1(), config);
         http2_settings!(auto.http2(), config);
-        Self { http1, http2, auto }
+        Self { http1, auto }
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    /// The h2 server of one connection, with the listener's settings, whose streams go to
+    /// `executor`.
+    pub(crate) fn http2(
+        &self,
+        executor: streams::StreamExecutor,
+    ) -> http2::Builder<streams::StreamExecutor> {
+        let mut http2 = http2::Builder::new(executor);
+        http2_settings!(http2, &self.config);
+        http2
     }
 }

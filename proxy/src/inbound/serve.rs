@@ -1,7 +1,8 @@
 //! The connection steps, one plain async function each, and the accept loop that runs them:
 //!
 //! [`Accepted`] → detect (permissive mode) → TLS handshake → `Handshaken { peer }` →
-//! HTTP/1.1 or h2 (by ALPN) → the listener's cap on requests in flight
+//! HTTP/1.1 or h2 (by ALPN; an h2 connection's streams run in its task,
+//! [`streams`](super::streams)) → the listener's cap on requests in flight
 //! ([`overload`](super::overload)) → the [`stack`], or, on an opaque port, identity-only
 //! authorization and a byte copy to the app.
 //!
@@ -33,6 +34,7 @@ use super::idle::{Activity, TrackedBody};
 use super::overload::Overloaded;
 use super::respond::{self, Rejection};
 use super::stats::Stats;
+use super::streams::{StreamExecutor, WithStreams};
 use super::tunnel::TunnelSlot;
 use super::wakers::PartWakers;
 use super::{ResponseBody, Shared, stack};
@@ -378,9 +380,19 @@ async fn serve_http(
             drive(Box::pin(connection), finish, &activity, idle, shutdown).await
         }
         HttpVersion::H2 => {
-            let connection = server.http2.serve_connection(io, service);
-            let finish = http2::Connection::graceful_shutdown;
-            drive(Box::pin(connection), finish, &activity, idle, shutdown).await
+            // The streams run in this task, polled with the connection (see `streams`).
+            let executor = StreamExecutor::new();
+            let connection = shared.http2(executor.clone()).serve_connection(io, service);
+            let connection =
+                WithStreams::new(connection, executor, http2::Connection::graceful_shutdown);
+            drive(
+                Box::pin(connection),
+                WithStreams::finish,
+                &activity,
+                idle,
+                shutdown,
+            )
+            .await
         }
         HttpVersion::Either => {
             let connection = server.auto.serve_connection_with_upgrades(io, service);

@@ -1,6 +1,7 @@
 //! Wakers that tell which part of a connection's task was woken, so that a poll of the task
-//! polls only the parts that have something to do: a tool of the HTTP step, used where the
-//! task drives the connection with the drain and idle signals (`serve::drive`).
+//! polls only the parts that have something to do: a tool of the HTTP step, used where one
+//! task drives hyper's connection with its h2 streams ([`streams`](super::streams)), and the
+//! connection with the drain and idle signals (`serve::drive`).
 //!
 //! Each part (a bit) gets a [`Waker`] of its own from [`PartWakers::waker`]. Waking it marks
 //! the part as woken and wakes the task, unless the task is inside its poll (between
