@@ -39,7 +39,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -104,14 +104,23 @@ struct AppConnection {
 /// dropped: hyper's channels then wake whoever polled the state machine last, to have it
 /// polled again, which the holder does anyway right after sending, and when the body
 /// next has nothing ready; waking its own task would only poll the task once more for
-/// nothing. A wake from elsewhere in that moment (the app's socket) is not lost either:
-/// the state machine sees the socket's readiness when it is next polled.
+/// nothing. A wake from another thread in that moment (the app's socket) is not lost:
+/// the state machine sees the socket's readiness when it is polled right after, and
+/// where it is not, the dropped wake is made up for ([`LeasedBody`]).
 #[derive(Default)]
 struct Wakeup {
     task: Mutex<Option<Waker>>,
-    /// Set while wakes are dropped.
-    quiet: AtomicBool,
+    /// [`AWAKE`], [`QUIET`] or [`DROPPED`]: one atomic, so that a wake from another thread
+    /// is either dropped and seen as such, or delivered.
+    state: AtomicU8,
 }
+
+/// Wakes are delivered.
+const AWAKE: u8 = 0;
+/// Wakes are dropped, none yet.
+const QUIET: u8 = 1;
+/// Wakes are dropped, and one was.
+const DROPPED: u8 = 2;
 
 #[derive(Debug)]
 struct Inner {
@@ -355,12 +364,12 @@ impl AppConnection {
 // === impl Wakeup ===
 
 impl Wakeup {
-    /// Calls `f`, dropping every wake meanwhile.
-    fn quietly<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.quiet.store(true, Ordering::Relaxed);
+    /// Calls `f`, dropping every wake meanwhile; also whether one was dropped.
+    fn quietly<T>(&self, f: impl FnOnce() -> T) -> (T, bool) {
+        self.state.store(QUIET, Ordering::SeqCst);
         let result = f();
-        self.quiet.store(false, Ordering::Relaxed);
-        result
+        let dropped = self.state.swap(AWAKE, Ordering::SeqCst) == DROPPED;
+        (result, dropped)
     }
 
     /// From now on, wakes `task` (nobody if `None`).
@@ -379,7 +388,11 @@ impl std::task::Wake for Wakeup {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.quiet.load(Ordering::Relaxed) {
+        // QUIET becomes DROPPED; AWAKE stays and the wake goes through.
+        let quiet = self
+            .state
+            .compare_exchange(QUIET, DROPPED, Ordering::SeqCst, Ordering::SeqCst);
+        if matches!(quiet, Ok(_) | Err(DROPPED)) {
             return;
         }
         if let Some(task) = &*self.task.lock().unwrap_or_else(PoisonError::into_inner) {
@@ -414,7 +427,7 @@ impl Lease {
         let connection = &mut self.connection;
         // The channel wakes whoever polled the connection last: nobody needs that wake.
         let sender = &mut connection.sender;
-        let response = connection
+        let (response, _) = connection
             .wakeup
             .quietly(|| sender.try_send_request(request));
         let mut response = pin!(response);
@@ -487,10 +500,17 @@ impl Body for LeasedBody {
                     let mut unwoken = Context::from_waker(Waker::noop());
                     Pin::new(&mut *inner).poll_frame(&mut unwoken)
                 };
-                let mut polled = lease.connection.wakeup.quietly(&mut take);
+                let (mut polled, _) = lease.connection.wakeup.quietly(&mut take);
                 if polled.is_pending() {
                     lease.connection.drive(cx);
-                    polled = lease.connection.wakeup.quietly(&mut take);
+                    let dropped;
+                    (polled, dropped) = lease.connection.wakeup.quietly(&mut take);
+                    // Taking nothing wakes nobody: a wake dropped meanwhile came from
+                    // another thread after the connection was polled, and nothing polls
+                    // it again unless this task is woken.
+                    if polled.is_pending() && dropped {
+                        cx.waker().wake_by_ref();
+                    }
                 }
                 polled
             }
