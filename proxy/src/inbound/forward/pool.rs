@@ -25,10 +25,11 @@
 //! back.
 //!
 //! Per request this is one uncontended lock to take a connection and one to put it back,
-//! two to tell the connection's waker which task to wake, three polls of hyper's state
-//! machine (send; read the answer; see the next request) and no task switch; hyper-util's
-//! pooled client also hashes a pool key, builds its connect future, and for HTTP/1
-//! spawns a task per request to wait for the connection to come back.
+//! three more for the connection's waker (set to the request's task, cleared, and read by
+//! the wake from the app's socket), two polls of hyper's state machine (one sends, one
+//! reads the answer, usually with its body) and no task switch; hyper-util's pooled client
+//! also hashes a pool key, builds its connect future, and for HTTP/1 spawns a task per
+//! request to wait for the connection to come back.
 //!
 //! The idle set is bounded: at most [`MAX_IDLE`] connections (the oldest is closed first),
 //! and a connection left idle for one to two idle timeouts is closed by a reaper task
