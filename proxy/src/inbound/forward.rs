@@ -306,12 +306,10 @@ impl Upstream {
         response.headers_mut().insert(X_REQUEST_ID, request_id);
         match lease {
             // After a 101 the connection is the tunnel's: it never goes back to the pool.
-            Some(lease) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                lease.detach();
-                response.map(|body| body.boxed())
+            Some(lease) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
+                response.map(|body| LeasedBody::new(body, lease).boxed())
             }
-            Some(lease) => response.map(|body| LeasedBody::new(body, lease).boxed()),
-            None => response.map(|body| body.boxed()),
+            _ => response.map(|body| body.boxed()),
         }
     }
 
@@ -337,15 +335,14 @@ impl Upstream {
 }
 
 /// Sends `request` on a connection from `pool`. A request that an idle connection could
-/// not even start sending (the app closed it meanwhile) is sent again on the next idle
-/// connection, else on a new one.
+/// not even start sending (the app closed it meanwhile) is sent again on a new one, once.
 async fn send_http1(
     pool: &Http1Pool,
     addr: SocketAddr,
     request: Box<Request<ProgressBody>>,
 ) -> Result<(Response<Incoming>, pool::Lease), ForwardError> {
     let mut lease = pool.checkout(addr).await?;
-    let mut error = match lease.send(*request).await {
+    let mut error = match lease.sender().try_send_request(*request).await {
         Ok(response) => return Ok((response, lease)),
         Err(error) => error,
     };
@@ -359,22 +356,16 @@ async fn send_http1(
     resend.await
 }
 
-/// The further tries of [`send_http1`]: each takes the next idle connection (a closed
-/// one is dropped), and ends with a new connection, whose failure is final.
+/// The second and last try of [`send_http1`], on a new connection.
 async fn resend_http1(
     pool: &Http1Pool,
     addr: SocketAddr,
-    mut request: Request<ProgressBody>,
+    request: Request<ProgressBody>,
 ) -> Result<(Response<Incoming>, pool::Lease), ForwardError> {
-    loop {
-        let mut lease = pool.checkout(addr).await?;
-        match lease.send(request).await {
-            Ok(response) => return Ok((response, lease)),
-            Err(mut error) => match error.take_message() {
-                Some(unsent) if lease.reused() => request = unsent,
-                _ => return Err(classify_sent(error.into_error())),
-            },
-        }
+    let mut lease = pool.connect(addr).await?;
+    match lease.sender().try_send_request(request).await {
+        Ok(response) => Ok((response, lease)),
+        Err(error) => Err(classify_sent(error.into_error())),
     }
 }
 
@@ -441,90 +432,4 @@ fn classify_pooled(error: hyper_util::client::legacy::Error) -> ForwardError {
         source = cause.source();
     }
     ForwardError::Refused(error.into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use bytes::Bytes;
-    use hyper_util::rt::TokioIo;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-
-    const SECOND: Duration = Duration::from_secs(1);
-
-    /// An app that answers one request per connection with an empty 200 (keep-alive, as
-    /// far as the client can tell), then closes the connection a moment later, once it is
-    /// idle; counts the connections it has closed.
-    async fn app_closing_after_one_answer() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let closed = Arc::new(AtomicUsize::new(0));
-        let counter = closed.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0; 1024];
-                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-                    stream.write_all(answer).await.unwrap();
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    drop(stream);
-                    counter.fetch_add(1, Ordering::SeqCst);
-                });
-            }
-        });
-        (addr, closed)
-    }
-
-    /// An empty request body: hyper gives out `Incoming` bodies only as received ones, so
-    /// this is the body of an answer from `addr`.
-    async fn empty_body(addr: SocketAddr) -> Incoming {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let request = Request::get("/")
-            .header(HOST, "app")
-            .body(http_body_util::Empty::<Bytes>::new())
-            .unwrap();
-        sender.send_request(request).await.unwrap().into_body()
-    }
-
-    #[tokio::test]
-    async fn requests_on_idle_connections_the_app_closed_are_sent_again() {
-        let (addr, closed) = app_closing_after_one_answer().await;
-        let pool = Http1Pool::new(SECOND, 60 * SECOND);
-        for round in 1..=3 {
-            let body = ProgressBody::new(empty_body(addr).await, SECOND, None);
-            let request = Request::get("/").header(HOST, "app").body(body).unwrap();
-            let (response, lease) = send_http1(&pool, addr, Box::new(request)).await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            // The end of the (empty) body puts the connection back into the idle set,
-            // where the app closes it.
-            let body = LeasedBody::new(response.into_body(), lease);
-            assert!(body.collect().await.unwrap().to_bytes().is_empty());
-            assert_eq!(pool.idle_len(), 1);
-            // Two connections per round: the body's and the pool's.
-            for _ in 0..100 {
-                if closed.load(Ordering::SeqCst) >= 2 * round {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert_eq!(closed.load(Ordering::SeqCst), 2 * round);
-            // Time for the app's close to reach the idle connection's socket.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }
