@@ -232,6 +232,30 @@ mod tests {
         connection.get_mut().asked = true;
     }
 
+    /// Hands `executor` a stream that waits for the app's answer, then says it has sent
+    /// the response: the answer's sender and the "sent" receiver.
+    fn hand_waiting_stream(
+        executor: &StreamExecutor,
+    ) -> (oneshot::Sender<()>, oneshot::Receiver<()>) {
+        let (respond, response) = oneshot::channel::<()>();
+        let (sent, was_sent) = oneshot::channel();
+        executor.execute(async move {
+            let _ = response.await;
+            let _ = sent.send(());
+        });
+        (respond, was_sent)
+    }
+
+    /// Drives `with` until the stream behind `was_sent` has sent its response; the
+    /// connection itself must not end meanwhile.
+    async fn expect_sent(with: &mut WithStreams<Closable>, was_sent: oneshot::Receiver<()>) {
+        tokio::select! {
+            _ = with => panic!("the connection was not asked to finish"),
+            sent = was_sent => assert_eq!(sent, Ok(())),
+            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("the stream never ran"),
+        }
+    }
+
     /// Polls `future` once.
     async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
         poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
@@ -265,32 +289,18 @@ mod tests {
     #[tokio::test]
     async fn stream_runs_while_connection_waits() {
         let executor = StreamExecutor::new();
-        let (respond, response) = oneshot::channel::<()>();
-        let (sent, was_sent) = oneshot::channel();
-        executor.execute(async move {
-            let _ = response.await;
-            let _ = sent.send(());
-        });
+        let (respond, was_sent) = hand_waiting_stream(&executor);
         let mut with = WithStreams::new(Closable { asked: false }, executor, close);
         assert!(poll_once(&mut with).await.is_pending());
         // Woken from another task while the connection has nothing to do.
         tokio::spawn(async move { respond.send(()) });
-        tokio::select! {
-            _ = &mut with => panic!("the connection was not asked to finish"),
-            sent = was_sent => assert_eq!(sent, Ok(())),
-            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("the stream never ran"),
-        }
+        expect_sent(&mut with, was_sent).await;
     }
 
     #[tokio::test]
     async fn a_stream_that_panics_ends_alone() {
         let executor = StreamExecutor::new();
-        let (respond, response) = oneshot::channel::<()>();
-        let (sent, was_sent) = oneshot::channel();
-        executor.execute(async move {
-            let _ = response.await;
-            let _ = sent.send(());
-        });
+        let (respond, was_sent) = hand_waiting_stream(&executor);
         executor.execute(async { panic!("a stream panics (expected by this test)") });
         let mut with = WithStreams::new(Closable { asked: false }, executor, close);
         assert!(
@@ -298,11 +308,7 @@ mod tests {
             "the connection still runs"
         );
         respond.send(()).expect("the other stream still waits");
-        tokio::select! {
-            _ = &mut with => panic!("the connection was not asked to finish"),
-            sent = was_sent => assert_eq!(sent, Ok(())),
-            () = tokio::time::sleep(Duration::from_secs(5)) => panic!("the other stream never ran"),
-        }
+        expect_sent(&mut with, was_sent).await;
     }
 
     #[tokio::test]
