@@ -75,10 +75,8 @@ enum HttpVersion {
     Either,
 }
 
-/// The part of [`drive`]'s wake-ups that is the shutdown signal.
-const DRAINING: u8 = 1;
-/// The part of [`drive`]'s wake-ups that is the idle timer.
-const IDLE: u8 = 2;
+/// The part of [`drive`]'s wake-ups that is its signals: shutdown or the idle timer.
+const SIGNALS: u8 = 1;
 
 /// Why a connection ended early. Only logged.
 #[derive(Debug, thiserror::Error)]
@@ -446,38 +444,31 @@ where
 {
     let failed = |error: E| ConnectionError::Http(error.into());
     {
-        let mut draining = pin!(shutdown.draining());
-        let mut idled = pin!(activity.idle(idle));
-        // Both start marked: their first poll registers their wakers.
-        let signals = PartWakers::new(DRAINING | IDLE);
-        let draining_waker = signals.waker(DRAINING);
-        let idle_waker = signals.waker(IDLE);
+        let mut signals = pin!(async {
+            tokio::select! {
+                () = shutdown.draining() => {}
+                () = activity.idle(idle) => tracing::debug!("closing idle connection"),
+            }
+        });
+        // Starts marked: the first poll registers the signals' waker.
+        let parts = PartWakers::new(SIGNALS);
+        let signals_waker = parts.waker(SIGNALS);
         let ended = poll_fn(|cx| {
             if let Poll::Ready(result) = connection.as_mut().poll(cx) {
                 return Poll::Ready(Some(result));
             }
             loop {
-                let woken = signals.hold(cx);
-                if woken & DRAINING != 0
-                    && draining
+                let woken = parts.hold(cx);
+                if woken != 0
+                    && signals
                         .as_mut()
-                        .poll(&mut Context::from_waker(&draining_waker))
+                        .poll(&mut Context::from_waker(&signals_waker))
                         .is_ready()
                 {
-                    signals.release();
+                    parts.release();
                     return Poll::Ready(None);
                 }
-                if woken & IDLE != 0
-                    && idled
-                        .as_mut()
-                        .poll(&mut Context::from_waker(&idle_waker))
-                        .is_ready()
-                {
-                    signals.release();
-                    tracing::debug!("closing idle connection");
-                    return Poll::Ready(None);
-                }
-                if signals.release() == 0 {
+                if parts.release() == 0 {
                     return Poll::Pending;
                 }
             }
