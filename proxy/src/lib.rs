@@ -16,5 +16,6 @@ pub mod orig_dst;
 pub mod outbound;
 pub mod pki;
 pub mod reload;
+pub mod send_io;
 pub mod telemetry;
 pub mod tls;

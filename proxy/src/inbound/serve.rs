@@ -41,6 +41,7 @@ use super::{ResponseBody, Shared, stack};
 use crate::detect::{DetectError, Protocol, detect};
 use crate::error_chain::ErrorChain;
 use crate::listen::{Accepted, AppListener, Listener, OrigDst, Shutdown, serve_connections};
+use crate::send_io::SendIo;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::DetectOutcome;
 use crate::telemetry::observe::ObserveLayer;
@@ -232,7 +233,7 @@ async fn connection(
         }
         Protocol::Plaintext => {
             let handshaken = Box::new(Handshaken {
-                io: Box::new(accepted.stream),
+                io: Box::new(SendIo(accepted.stream)),
                 peer: Peer::Unauthenticated,
                 http: HttpVersion::Either,
                 dst: accepted.orig_dst,
@@ -250,7 +251,7 @@ async fn handshake(
 ) -> Result<Box<Handshaken>, ConnectionError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(shared.config.tls.load_full());
     let limit = shared.config.timeouts.handshake;
-    let tls = tokio::time::timeout(limit, acceptor.accept(accepted.stream))
+    let tls = tokio::time::timeout(limit, acceptor.accept(SendIo(accepted.stream)))
         .await
         .map_err(|_| ConnectionError::HandshakeTimeout(limit))?
         .map_err(ConnectionError::Handshake)?;

@@ -23,6 +23,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::detect::Protocol;
 use super::{Destinations, OutboundConfig, OutboundTimeouts, Upstream};
+use crate::send_io::SendIo;
 use crate::tls::{
     ClientOptions, HandshakeFailure, Identity, TlsError, TrustDomains, client_config, peer_id,
     server_name,
@@ -48,7 +49,7 @@ struct Configs {
 
 /// A mutual-TLS session with a meshed peer, and who the peer proved to be.
 pub(crate) struct Meshed {
-    pub(crate) stream: TlsStream<TcpStream>,
+    pub(crate) stream: TlsStream<SendIo<TcpStream>>,
     pub(crate) peer: SpiffeId,
     pub(crate) resumed: bool,
 }
@@ -176,7 +177,7 @@ impl Connector {
         let connector = TlsConnector::from(config);
         let stream = tokio::time::timeout(
             self.timeouts.handshake,
-            connector.connect(server_name(addr.ip()), tcp),
+            connector.connect(server_name(addr.ip()), SendIo(tcp)),
         )
         .await
         .map_err(|_| ConnectError::HandshakeTimeout(addr))?

@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 
 use super::ForwardError;
 use crate::inbound::body::ProgressBody;
+use crate::send_io::SendIo;
 
 /// At most this many idle app connections are kept (all app ports together).
 pub(crate) const MAX_IDLE: usize = 128;
@@ -126,7 +127,7 @@ impl Http1Pool {
         stream
             .set_nodelay(true)
             .map_err(|error| ForwardError::Refused(error.into()))?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = http1::handshake(TokioIo::new(SendIo(stream)))
             .await
             .map_err(|error| ForwardError::Upstream(error.into()))?;
         tokio::spawn(async move {
