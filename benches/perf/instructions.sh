@@ -95,6 +95,7 @@ URL=https://127.0.0.1:${PROXY_PORT}/api/v1/items/42
 oha "${A[@]}" -n 500 "$URL" >/dev/null 2>&1            # warm-up: pool, allocator, caches
 ticks() { awk '{print $14+$15, $14, $10}' "/proc/$P/stat"; }
 switches() { awk '/ctxt_switches/ {s += $2} END {print s}' "/proc/$P/status"; }
+packets() { awk '$1 == "lo:" {print $3}' /proc/net/dev; }   # loopback packets: data and pure ACKs, all sockets
 if [ "$MODE" = instructions ]; then
   callgrind_control -z "$P" >/dev/null 2>&1
   oha "${A[@]}" -n "$N" "$URL" > "$WORK/oha.json"
@@ -113,10 +114,11 @@ elif [ "$MODE" = syscalls ]; then
                  $NF == "total" { printf "  %-16s %6.2f\n", "all", $4 / n }' "$WORK/strace.txt"
 else
   if [ -n "${PERF_OUT:-}" ]; then perf record -q -e cpu-clock -F 4000 -g -p "$P" -o "$PERF_OUT" 2>/dev/null & R=$!; sleep 0.5; fi
-  read -r t0 u0 f0 < <(ticks); s0=$(switches)
+  read -r t0 u0 f0 < <(ticks); s0=$(switches); k0=$(packets)
   taskset -c "${CLIENT_CPUS:-1}" oha "${A[@]}" -n "$N" "$URL" > "$WORK/oha.json"
-  read -r t1 u1 f1 < <(ticks); s1=$(switches)
+  read -r t1 u1 f1 < <(ticks); s1=$(switches); k1=$(packets)
   echo "context switches per request: $(awk -v a="$s0" -v b="$s1" -v n="$N" 'BEGIN {printf "%.2f", (b - a) / n}')," \
+    "loopback packets per request: $(awk -v a="$k0" -v b="$k1" -v n="$N" 'BEGIN {printf "%.2f", (b - a) / n}')," \
     "page faults per request: $(awk -v a="$f0" -v b="$f1" -v n="$N" 'BEGIN {printf "%.3f", (b - a) / n}')"
   if [ -n "${PERF_OUT:-}" ]; then kill -INT "$R"; wait "$R" 2>/dev/null || true; echo "perf profile: $PERF_OUT (perf report -i $PERF_OUT --no-children)"; fi
   python3 - "$t0" "$t1" "$(getconf CLK_TCK)" "$N" "$WORK/oha.json" "$u0" "$u1" <<'PY'
