@@ -32,32 +32,9 @@ MODE="$1"; BIN="$2"; SCENARIO="${3:-h1}"; N="${4:-3000}"
 [ "$BIN" = haproxy ] || BIN="$(realpath "$BIN")"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 BENCH="${BENCH:-$HERE/../../../shared/bench}"
-WORK="$(mktemp -d /tmp/palisade-perf.XXXXXX)"
-PIDS=()
+# shellcheck source=benches/perf/setup.sh
+source "$HERE/setup.sh"
 SETENV=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-"$BENCH/gen-certs.sh" "$WORK/certs" >/dev/null 2>&1
-C="$WORK/certs"
-
-mkdir -p "$WORK/app/tmp"
-cat > "$WORK/app/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/app/nginx.pid;
-error_log $WORK/app/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/app/tmp/body; proxy_temp_path $WORK/app/tmp/proxy;
-    fastcgi_temp_path $WORK/app/tmp/fastcgi; uwsgi_temp_path $WORK/app/tmp/uwsgi;
-    scgi_temp_path $WORK/app/tmp/scgi;
-    keepalive_requests 10000000; keepalive_timeout 120s;
-    server { listen 127.0.0.1:${APP_PORT} backlog=4096;
-             location / { default_type application/json; return 200 '{"ok":true,"items":[]}'; } }
-}
-CONF
-taskset -c 0 nginx -e "$WORK/app/error.log" -p "$WORK/app" -c "$WORK/app/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
 
 if [ "$BIN" = haproxy ]; then
   # The harness's own HAProxy target, so that the job is exactly the harness's: its `spawn`
