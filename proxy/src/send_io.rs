@@ -3,10 +3,11 @@
 //! rustls (through tokio-rustls) and hyper write through `poll_write_vectored`, and tokio's
 //! `TcpStream` makes every vectored write a `writev(2)`, even of a single buffer. Nearly every
 //! write the proxy makes is one buffer: one TLS record to the client, one request head to the
-//! app. On Linux `writev` takes the file path through the VFS (the file-position lock, the
-//! iovec copied in from user space, the read/write permission hooks) before it reaches the
-//! socket; `send` goes to the socket directly. [`SendIo`] passes a write of one non-empty
-//! buffer to `poll_write` (which `TcpStream` makes a `send`) and keeps `writev` for several.
+//! app. On Linux `writev` goes through the VFS (`fdget_pos`, the iovec array copied in from
+//! user space, `rw_verify_area`) before it reaches the socket; `send` goes to the socket
+//! directly (perf put the difference at about 2% of the proxy's CPU; BENCHMARKS.md).
+//! [`SendIo`] passes a write of one non-empty buffer to `poll_write` (which `TcpStream`
+//! makes a `send`) and keeps `writev` for several.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
