@@ -18,8 +18,9 @@
 # after upgrading either; `--check` fails when under 90% of the listed functions are found.
 # Needs nginx, oha, valgrind, python3 (as benches/perf/instructions.sh); `--check` needs nm.
 set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ORDER="$HERE/palisade.order"
 if [ "${1:-}" = --check ]; then
-  ORDER="$(dirname "$0")/palisade.order"
   found=$(nm "${2:-target/release/palisade}" | awk 'NF == 3 && $2 ~ /[tT]/ {print $3}' | sort -u |
     comm -12 - <(sort -u "$ORDER") | wc -l)
   total=$(sort -u "$ORDER" | wc -l)
@@ -28,7 +29,6 @@ if [ "${1:-}" = --check ]; then
   exit 0
 fi
 BIN="$(realpath "${1:-target/release/palisade}")"
-HERE="$(cd "$(dirname "$0")" && pwd)"
 BENCH="${BENCH:-$HERE/../../shared/bench}"
 APP_PORT="${APP_PORT:-28081}"; PROXY_PORT="${PROXY_PORT:-28446}"; N="${N:-2000}"
 # shellcheck source=benches/perf/setup.sh
@@ -52,7 +52,7 @@ oha "${A[@]}" --http2 -c 1 -p 4 -n $((N / 10)) -m POST -d '{"id":1}' "$URL/api/v
 callgrind_control -d "$P" >/dev/null
 sleep 1
 
-python3 - "$BIN" "$WORK"/cg.out*.1 "$WORK"/cg.out*.2 > "$HERE/palisade.order" <<'PY'
+python3 - "$BIN" "$WORK"/cg.out*.1 "$WORK"/cg.out*.2 > "$ORDER" <<'PY'
 import re, sys
 def self_cost(path, binary):
     """Instructions per function of `binary` in one callgrind dump (compressed names)."""
@@ -79,4 +79,4 @@ seen = set(order)
 order += [f for f, _ in sorted(start.items(), key=lambda kv: -kv[1]) if f not in seen]
 print("\n".join(order))
 PY
-echo "link/palisade.order: $(wc -l < "$HERE/palisade.order") functions" >&2
+echo "link/palisade.order: $(wc -l < "$ORDER") functions" >&2

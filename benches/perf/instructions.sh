@@ -73,6 +73,7 @@ oha "${A[@]}" -n 500 "$URL" >/dev/null 2>&1            # warm-up: pool, allocato
 ticks() { awk '{print $14+$15, $14, $10}' "/proc/$P/stat"; }
 switches() { awk '/ctxt_switches/ {s += $2} END {print s}' "/proc/$P/status"; }
 packets() { awk '$1 == "lo:" {print $3}' /proc/net/dev; }   # loopback packets: data and pure ACKs, all sockets
+per_request() { awk -v a="$1" -v b="$2" -v n="$N" -v f="$3" 'BEGIN {printf f, (b - a) / n}'; }  # BEFORE AFTER FORMAT
 if [ "$MODE" = instructions ]; then
   callgrind_control -z "$P" >/dev/null 2>&1
   oha "${A[@]}" -n "$N" "$URL" > "$WORK/oha.json"
@@ -94,9 +95,9 @@ else
   read -r t0 u0 f0 < <(ticks); s0=$(switches); k0=$(packets)
   taskset -c "${CLIENT_CPUS:-1}" oha "${A[@]}" -n "$N" "$URL" > "$WORK/oha.json"
   read -r t1 u1 f1 < <(ticks); s1=$(switches); k1=$(packets)
-  echo "context switches per request: $(awk -v a="$s0" -v b="$s1" -v n="$N" 'BEGIN {printf "%.2f", (b - a) / n}')," \
-    "loopback packets per request: $(awk -v a="$k0" -v b="$k1" -v n="$N" 'BEGIN {printf "%.2f", (b - a) / n}')," \
-    "page faults per request: $(awk -v a="$f0" -v b="$f1" -v n="$N" 'BEGIN {printf "%.3f", (b - a) / n}')"
+  echo "context switches per request: $(per_request "$s0" "$s1" %.2f)," \
+    "loopback packets per request: $(per_request "$k0" "$k1" %.2f)," \
+    "page faults per request: $(per_request "$f0" "$f1" %.3f)"
   if [ -n "${PERF_OUT:-}" ]; then kill -INT "$R"; wait "$R" 2>/dev/null || true; echo "perf profile: $PERF_OUT (perf report -i $PERF_OUT --no-children)"; fi
   python3 - "$t0" "$t1" "$(getconf CLK_TCK)" "$N" "$WORK/oha.json" "$u0" "$u1" <<'PY'
 import json, sys
